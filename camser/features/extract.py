@@ -1,0 +1,245 @@
+"""Feature extraction for a corpus: one pass over the audio, every requested kind, cached.
+
+``extract_features(utterances, cfg, cache_dir)`` returns one complete
+:class:`~camser.features.store.FeatureStore` per kind. Complete stores with the same
+configuration hash are reused without touching the audio; an interrupted extraction resumes
+from the last flushed batch and ends with exactly the arrays an uninterrupted run gives (SSL
+batches are fixed row ranges ``[k·B, (k+1)·B)`` of the segment table, so resuming never
+changes which segments are encoded together).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import soundfile as sf
+from tqdm.auto import tqdm
+
+from ..audio import load_audio
+from ..config import ExperimentConfig
+from ..errors import AudioError, CamserError
+from ..segments import cut, segment_utterance
+from ..types import Segment, Utterance
+from .mfcc import mfcc_segments, n_frames_for
+from .spectrogram import spectrogram_segments
+from .ssl import SSLEncoder
+from .store import KINDS, FeatureStore, corpus_fingerprint, feature_hash, kind_config
+
+
+# ---------------------------------------------------------------------- audio and segments
+
+def resampled_length(path: str | Path, sr: int) -> int:
+    """Samples the file will have at ``sr`` Hz, from its header alone.
+
+    soxr returns ``round_half_up(frames · sr / file_sr)`` samples; computed in integers so the
+    table agrees with :func:`camser.audio.load_audio` exactly."""
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise AudioError(path, f"unreadable audio ({reason})") from None
+    if info.samplerate == sr:
+        return int(info.frames)
+    return (2 * info.frames * sr + info.samplerate) // (2 * info.samplerate)
+
+
+def segment_table(utterances: Sequence[Utterance], cfg: ExperimentConfig) -> list[Segment]:
+    """Every utterance's segments, in utterance order (the rows of every feature store).
+
+    Lengths come from the file headers (see :func:`resampled_length`)."""
+    return _table(utterances, cfg)[0]
+
+
+def _table(utterances: Sequence[Utterance], cfg: ExperimentConfig) -> tuple[list[Segment], list[int], list[int]]:
+    """(segments, per-utterance sample counts, per-utterance first rows + the total)."""
+    sr = cfg.audio.sample_rate
+    seg_len, hop = cfg.segments.samples(sr)
+    table: list[Segment] = []
+    lengths, offsets = [], []
+    for u in utterances:
+        n = resampled_length(u.path, sr)
+        if n < cfg.audio.min_duration_s * sr:     # fail before any store is written, not mid-way
+            raise AudioError(u.path, f"too short ({n / sr:.3f} s < minimum {cfg.audio.min_duration_s:g} s)")
+        lengths.append(n)
+        offsets.append(len(table))
+        table.extend(segment_utterance(u.id, n, seg_len, hop))
+    offsets.append(len(table))
+    return table, lengths, offsets
+
+
+def preemphasis(y: np.ndarray, coef: float) -> np.ndarray:
+    """``y[t] − coef·y[t−1]`` (``y[0]`` kept), as the published CA-MSER code does before every
+    branch; ``coef <= 0`` returns ``y`` unchanged."""
+    if coef <= 0:
+        return y
+    out = np.empty_like(y)
+    out[0] = y[0]
+    out[1:] = y[1:] - coef * y[:-1]
+    return out
+
+
+def prepare_waveform(y: np.ndarray, cfg: ExperimentConfig, n_samples: int | None = None) -> np.ndarray:
+    """Loaded audio → what the features see: fixed to ``n_samples`` (zero pad/trim; the header
+    length, should a decoder disagree with it by a sample) and pre-emphasised."""
+    y = np.asarray(y, dtype=np.float32)
+    if n_samples is not None and len(y) != n_samples:
+        y = np.pad(y, (0, n_samples - len(y))) if len(y) < n_samples else y[:n_samples]
+    return preemphasis(y, cfg.audio.pre_emphasis)
+
+
+# ---------------------------------------------------------------------- per-utterance features
+
+def frames_per_segment(kind: str, cfg: ExperimentConfig) -> int:
+    """Frames per segment for mfcc/spectrogram: ``segment_samples // hop_length``."""
+    seg_len, _ = cfg.segments.samples(cfg.audio.sample_rate)
+    return n_frames_for(seg_len, getattr(cfg.features, kind).hop_length)
+
+
+def compute_features(y: np.ndarray, segments: Sequence[Segment], cfg: ExperimentConfig,
+                     kinds: Sequence[str], encoder: SSLEncoder | None = None) -> dict[str, np.ndarray]:
+    """Features of one prepared waveform (see :func:`prepare_waveform`) without any cache:
+    ``{kind: (n_segments, ...)}``. What inference uses, and the same code extraction runs."""
+    sr = cfg.audio.sample_rate
+    out: dict[str, np.ndarray] = {}
+    for kind in kinds:
+        if kind == "mfcc":
+            out[kind] = mfcc_segments(y, segments, sr, cfg.features.mfcc, frames_per_segment(kind, cfg))
+        elif kind == "spectrogram":
+            out[kind] = spectrogram_segments(y, segments, sr, cfg.features.spectrogram,
+                                             frames_per_segment(kind, cfg))
+        elif kind == "ssl":
+            if encoder is None:
+                raise ValueError("compute_features: kind 'ssl' needs an SSLEncoder")
+            waves = np.stack([cut(y, s) for s in segments])
+            bs = max(1, cfg.features.ssl.batch_size)
+            out[kind] = np.concatenate([encoder.encode(waves[i:i + bs]) for i in range(0, len(waves), bs)])
+        else:
+            raise CamserError(f"features.kinds: unknown feature kind '{kind}' (known: {', '.join(KINDS)})")
+    return out
+
+
+# ---------------------------------------------------------------------- corpus extraction
+
+def extract_features(utterances: Sequence[Utterance], cfg: ExperimentConfig, cache_dir: str | Path,
+                     kinds: Sequence[str] | None = None, progress: bool = True, device: str = "cpu",
+                     encoder: SSLEncoder | None = None) -> dict[str, FeatureStore]:
+    """Compute (or find in ``cache_dir``) the features of every segment of ``utterances``.
+
+    ``kinds`` defaults to ``cfg.features.kinds``. Each file is loaded once at
+    ``cfg.audio.sample_rate`` Hz, pre-emphasised if ``cfg.audio.pre_emphasis > 0`` and cut into
+    ``cfg.segments`` windows; SSL segments are encoded ``cfg.features.ssl.batch_size`` at a time
+    on ``device`` (or by ``encoder``, if given). Returns ``{kind: complete FeatureStore}``.
+    """
+    kinds = list(dict.fromkeys(kinds if kinds is not None else cfg.features.kinds))
+    for kind in kinds:
+        if kind not in KINDS:
+            raise CamserError(f"features.kinds: unknown feature kind '{kind}' (known: {', '.join(KINDS)})")
+    utterances = list(utterances)
+    if not utterances:
+        raise CamserError("no utterances to extract features from")
+    ids = [u.id for u in utterances]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise CamserError(f"utterance id '{dup}' occurs more than once")
+    cache_dir = Path(cache_dir)
+
+    stores: dict[str, FeatureStore] = {}
+    todo: dict[str, tuple[Path, str]] = {}
+    for kind in kinds:
+        h = feature_hash(kind, utterances, cfg)
+        path = cache_dir / f"{kind}-{h}"
+        if FeatureStore.complete_at(path):
+            stores[kind] = FeatureStore.open(path)
+        else:
+            todo[kind] = (path, h)
+    if not todo:
+        return stores
+
+    table, lengths, offsets = _table(utterances, cfg)
+    seg_len, _ = cfg.segments.samples(cfg.audio.sample_rate)
+    if "ssl" in todo and encoder is None:
+        encoder = SSLEncoder(cfg.features.ssl, seg_len, device=device, sample_rate=cfg.audio.sample_rate)
+    if "ssl" in todo and encoder.segment_samples != seg_len:
+        raise ValueError(f"encoder built for {encoder.segment_samples}-sample segments, config says {seg_len}")
+    writers = {kind: _create_store(kind, path, h, table, utterances, cfg, encoder)
+               for kind, (path, h) in todo.items()}
+    _run(utterances, table, lengths, offsets, cfg, writers, encoder, progress)
+    for kind, w in writers.items():
+        stores[kind] = w.finalize()
+    return {kind: stores[kind] for kind in kinds}
+
+
+def _create_store(kind: str, path: Path, h: str, table: list[Segment], utterances: Sequence[Utterance],
+                  cfg: ExperimentConfig, encoder: SSLEncoder | None) -> FeatureStore:
+    if kind == "ssl":
+        shape, dtype = encoder.output_shape, np.dtype(cfg.features.ssl.dtype)
+        if dtype not in (np.float16, np.float32):
+            raise CamserError(f"features.ssl.dtype: expected float16 or float32, got {cfg.features.ssl.dtype}")
+        extra = {"encoder": encoder.describe()}
+    else:
+        n = frames_per_segment(kind, cfg)
+        width = cfg.features.mfcc.n_mfcc if kind == "mfcc" else cfg.features.spectrogram.n_bins
+        shape, dtype, extra = (n, width), np.float32, {}
+    extra["corpus"] = {"n_utterances": len(utterances), "n_segments": len(table),
+                       "fingerprint": corpus_fingerprint(utterances)}
+    extra["sample_rate"] = cfg.audio.sample_rate
+    return FeatureStore.create(path, kind, table, shape, dtype, config=kind_config(kind, cfg), hash=h, extra=extra)
+
+
+def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureStore], encoder,
+         progress: bool) -> None:
+    """The single pass: load → prepare → per-utterance kinds → SSL rows into fixed batches."""
+    sr = cfg.audio.sample_rate
+    bs = max(1, cfg.features.ssl.batch_size)
+    local = [k for k in writers if k != "ssl"]
+    ssl = writers.get("ssl")
+    pending: list[tuple[int, np.ndarray]] = []    # SSL (row, waveform) of the current batch
+
+    def flush_all():
+        for w in writers.values():
+            w.flush()
+
+    def encode_pending():
+        rows = [row for row, _ in pending]
+        values = encoder.encode(np.stack([w for _, w in pending]))
+        if ssl.dtype == np.float16 and np.abs(values).max() > np.finfo(np.float16).max:
+            raise CamserError(f"features.ssl.dtype: {cfg.features.ssl.model} gives values beyond the "
+                              "float16 range; use --set features.ssl.dtype=float32")
+        ssl.write(rows, values)
+        ssl.mark_done(rows)
+        pending.clear()
+        flush_all()
+
+    needed = [i for i, u in enumerate(utterances)
+              if any(not w.done[first_row[i]:first_row[i + 1]].all() for w in writers.values())]
+    since_flush = 0
+    try:
+        for i in tqdm(needed, desc="features", unit="utt", disable=not progress):
+            u, lo, hi = utterances[i], first_row[i], first_row[i + 1]
+            segs = table[lo:hi]
+            y = load_audio(u.path, sr=sr, min_duration_s=cfg.audio.min_duration_s)
+            y = prepare_waveform(y, cfg, n_samples=lengths[i])
+            kinds_now = [k for k in local if not writers[k].done[lo:hi].all()]
+            for kind, values in compute_features(y, segs, cfg, kinds_now).items():
+                writers[kind].write(slice(lo, hi), values)
+                writers[kind].mark_done(slice(lo, hi))
+            if ssl is not None:
+                for row in range(lo, hi):
+                    if ssl.done[row]:
+                        continue
+                    if pending and pending[0][0] // bs != row // bs:
+                        encode_pending()
+                    pending.append((row, cut(y, table[row])))
+                    if row % bs == bs - 1:
+                        encode_pending()
+            else:
+                since_flush += 1
+                if since_flush >= bs:
+                    flush_all()
+                    since_flush = 0
+        if pending:
+            encode_pending()
+    finally:
+        # rows marked done have their data written already: persisting them is always safe
+        flush_all()

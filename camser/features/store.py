@@ -1,0 +1,294 @@
+"""The on-disk feature cache: one memory-mapped array per (feature kind, configuration hash).
+
+A store is a folder ``<cache_dir>/<kind>-<hash>/``::
+
+    data.npy     rows = segments, (n_rows, *row_shape); float32 (float16 allowed for SSL frames)
+    index.csv    row, utterance_id, segment_index, start, end
+    meta.json    kind, shape, dtype, hash and the configuration that produced it
+    done.npy     per-row done mask, rewritten atomically during extraction (resume point)
+    COMPLETE     written last (temporary name, fsync, rename): only then is the store readable
+
+The hash covers everything the numbers depend on — the corpus (ordered utterance ids, paths,
+durations), the audio and segment settings and the kind's feature settings — so a changed
+configuration gets a new folder and an unchanged one is found again.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..config import ExperimentConfig, config_hash
+from ..errors import CamserError
+from ..types import Segment, Utterance
+
+FORMAT_VERSION = 1          # bump when the feature computation changes: old caches are not reused
+DATA, INDEX, META, DONE, MARKER = "data.npy", "index.csv", "meta.json", "done.npy", "COMPLETE"
+KINDS = ("mfcc", "spectrogram", "ssl")
+
+
+# ---------------------------------------------------------------------- naming
+
+def kind_config(kind: str, cfg: ExperimentConfig) -> dict:
+    """The settings a kind's numbers depend on (what its hash covers, with the corpus).
+
+    SSL's ``batch_size`` is left out: it changes speed, not the features."""
+    if kind not in KINDS:
+        raise CamserError(f"features.kinds: unknown feature kind '{kind}' (known: {', '.join(KINDS)})")
+    section = dataclasses.asdict(getattr(cfg.features, kind))
+    if kind == "ssl":
+        section.pop("batch_size", None)
+        local = Path(os.path.expanduser(section["model"]))
+        if local.is_dir():          # one folder, however it is spelled, is one model
+            section["model"] = str(local.resolve())
+        section["model_files"] = _model_fingerprint(cfg.features.ssl.model)
+    return {"format_version": FORMAT_VERSION, "kind": kind,
+            "audio": dataclasses.asdict(cfg.audio), "segments": dataclasses.asdict(cfg.segments),
+            kind: section}
+
+
+def corpus_fingerprint(utterances: Sequence[Utterance]) -> str:
+    """Hash of the ordered (id, path, duration) triples: row order follows the utterance order."""
+    return config_hash([[u.id, str(u.path), round(float(u.duration_s), 6)] for u in utterances], n=16)
+
+
+def feature_hash(kind: str, utterances: Sequence[Utterance], cfg: ExperimentConfig) -> str:
+    return config_hash(kind_config(kind, cfg), corpus_fingerprint(utterances))
+
+
+def store_path(cache_dir: str | Path, kind: str, utterances: Sequence[Utterance], cfg: ExperimentConfig) -> Path:
+    """``<cache_dir>/<kind>-<hash>``."""
+    return Path(cache_dir) / f"{kind}-{feature_hash(kind, utterances, cfg)}"
+
+
+def _model_fingerprint(model: str) -> list | None:
+    """For a local model folder, its files' names, sizes and modification times, so weights
+    replaced in place (a fine-tuned checkpoint saved over the old one) give a new cache.
+    None for hub ids (the id names the weights)."""
+    p = Path(os.path.expanduser(model))
+    if not p.is_dir():
+        return None
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(p.iterdir()) if f.is_file()]
+
+
+# ---------------------------------------------------------------------- the store
+
+class FeatureStore:
+    """A feature array on disk with its segment index.
+
+    Read: ``FeatureStore.open(path)`` (complete stores only, unless ``allow_incomplete``);
+    ``store.array`` is a read-only memmap, ``store.rows_of(utterance_id)`` its rows.
+    Write: ``FeatureStore.create(...)``, then :meth:`write` / :meth:`mark_done`, :meth:`flush`
+    now and then (that is the resume point) and :meth:`finalize` at the end.
+    """
+
+    def __init__(self, path: Path, meta: dict, index: list[Segment], array: np.ndarray,
+                 done: np.ndarray, writable: bool):
+        self.path = Path(path)
+        self.meta = meta
+        self.index = index
+        self.array = array
+        self.done = done
+        self.writable = writable
+        self._rows: dict[str, list[int]] | None = None
+        self._row_of: dict[tuple[str, int], int] | None = None
+
+    # ------------------------------------------------------------------ opening
+
+    @staticmethod
+    def complete_at(path: str | Path) -> bool:
+        """Whether ``path`` holds a finished store (its completion marker exists)."""
+        return (Path(path) / MARKER).is_file()
+
+    @classmethod
+    def open(cls, path: str | Path, allow_incomplete: bool = False) -> "FeatureStore":
+        """Open a store for reading, memory-mapped (``mmap_mode="r"``).
+
+        An unfinished store (no completion marker) raises CamserError unless
+        ``allow_incomplete``; its ``done`` mask then says which rows hold data."""
+        path = Path(path)
+        if not (path / META).is_file():
+            raise CamserError(f"{path}: not a feature store (no {META})")
+        complete = cls.complete_at(path)
+        if not complete and not allow_incomplete:
+            raise CamserError(f"{path}: feature store is incomplete (extraction interrupted?); "
+                              "run the feature extraction again to finish it")
+        meta = json.loads((path / META).read_text())
+        index = _read_index(path / INDEX)
+        array = np.load(path / DATA, mmap_mode="r")
+        if complete:
+            done = np.ones(len(index), dtype=bool)
+        else:
+            done = np.load(path / DONE) if (path / DONE).is_file() else np.zeros(len(index), dtype=bool)
+        return cls(path, meta, index, array, done, writable=False)
+
+    @classmethod
+    def create(cls, path: str | Path, kind: str, index: Sequence[Segment], row_shape: Sequence[int],
+               dtype: str | np.dtype, config: dict | None = None, hash: str | None = None,
+               extra: dict | None = None) -> "FeatureStore":
+        """Open ``path`` for writing ``len(index)`` rows of ``row_shape``.
+
+        An unfinished store with the same kind, hash, shape, dtype and index is resumed (its done
+        rows kept); anything else there is cleared. A complete store is returned read-only."""
+        path = Path(path)
+        index = list(index)
+        shape = [len(index), *map(int, row_shape)]
+        dtype = np.dtype(dtype).name
+        meta = {"format_version": FORMAT_VERSION, "kind": kind, "shape": shape, "dtype": dtype,
+                "hash": hash, "config": config or {}, **(extra or {})}
+        if cls.complete_at(path):
+            return cls.open(path)
+        if not index:
+            raise CamserError(f"{path}: nothing to store (no segments)")
+        resumed = cls._try_resume(path, meta, index)
+        if resumed is not None:
+            return resumed
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        _atomic_write(path / META, json.dumps(meta, indent=2, default=str).encode())
+        _atomic_write(path / INDEX, _index_csv(index).encode())
+        array = np.lib.format.open_memmap(path / DATA, mode="w+", dtype=dtype, shape=tuple(shape))
+        done = np.zeros(len(index), dtype=bool)
+        store = cls(path, meta, index, array, done, writable=True)
+        store.flush()
+        return store
+
+    @classmethod
+    def _try_resume(cls, path: Path, meta: dict, index: list[Segment]) -> "FeatureStore | None":
+        try:
+            old = json.loads((path / META).read_text())
+            same = all(old.get(k) == meta[k] for k in ("format_version", "kind", "shape", "dtype", "hash"))
+            if not same or _read_index(path / INDEX) != index:
+                return None
+            array = np.lib.format.open_memmap(path / DATA, mode="r+")
+            done = np.load(path / DONE)
+            if list(array.shape) != meta["shape"] or array.dtype.name != meta["dtype"] or done.shape != (len(index),):
+                return None
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            return None
+        return cls(path, old, index, array, done.astype(bool), writable=True)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def is_complete(self) -> bool:
+        return self.complete_at(self.path)
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def hash(self) -> str | None:
+        return self.meta.get("hash")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def rows_of(self, utterance_id: str) -> list[int]:
+        """Rows of an utterance's segments, in segment order ([] if unknown)."""
+        if self._rows is None:
+            rows: dict[str, list[int]] = {}
+            for r, seg in enumerate(self.index):
+                rows.setdefault(seg.utterance_id, []).append(r)
+            self._rows = rows
+        return list(self._rows.get(utterance_id, []))
+
+    def row(self, utterance_id: str, segment_index: int) -> int:
+        """The row of one segment; KeyError if absent."""
+        if self._row_of is None:
+            self._row_of = {(s.utterance_id, s.index): r for r, s in enumerate(self.index)}
+        return self._row_of[(utterance_id, segment_index)]
+
+    def __repr__(self) -> str:
+        state = "complete" if self.is_complete else f"{int(self.done.sum())}/{len(self)} rows done"
+        return f"FeatureStore({str(self.path)!r}, {self.kind}, shape={self.shape}, {self.dtype}, {state})"
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, rows: Sequence[int] | slice, values: np.ndarray) -> None:
+        """Put ``values`` into ``rows`` (cast to the store dtype). Not yet marked done."""
+        self._check_writable()
+        self.array[rows] = values
+
+    def mark_done(self, rows: Iterable[int] | slice) -> None:
+        self._check_writable()
+        self.done[rows if isinstance(rows, slice) else list(rows)] = True
+
+    def flush(self) -> None:
+        """Data to disk first, then the done mask (atomically): a row is never recorded as done
+        before its numbers are on disk, so a killed extraction resumes from a consistent point."""
+        self._check_writable()
+        self.array.flush()
+        buf = io.BytesIO()
+        np.save(buf, self.done)
+        _atomic_write(self.path / DONE, buf.getvalue())
+
+    def finalize(self) -> "FeatureStore":
+        """Flush and write the completion marker (last); returns the store opened read-only."""
+        self._check_writable()
+        if not self.done.all():
+            missing = int((~self.done).sum())
+            raise CamserError(f"{self.path}: {missing} of {len(self)} rows were not computed")
+        self.flush()
+        _atomic_write(self.path / MARKER, b"complete\n")
+        self.writable = False
+        return FeatureStore.open(self.path)
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise CamserError(f"{self.path}: feature store is open read-only")
+
+
+# ---------------------------------------------------------------------- files
+
+def _index_csv(index: Sequence[Segment]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row", "utterance_id", "segment_index", "start", "end"])
+    for r, s in enumerate(index):
+        w.writerow([r, s.utterance_id, s.index, s.start, s.end])
+    return buf.getvalue()
+
+
+def _read_index(path: Path) -> list[Segment]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return [Segment(row["utterance_id"], int(row["segment_index"]), int(row["start"]), int(row["end"]))
+                for row in reader]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary name, fsync, rename over ``path``, fsync the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

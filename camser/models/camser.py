@@ -1,0 +1,365 @@
+"""CA-MSER (Zou et al., ICASSP 2022): co-attention based multi-level acoustic fusion.
+
+Three branches, each ending in a ``branch_dim`` (128) vector:
+
+* MFCC (B, 300, 40) → per-frame L2 norm → BiLSTM → 128                       (``mfcc``)
+* spectrogram (B, 300, 200) dB → 3-channel image → AlexNet → 128             (``spec``)
+* SSL frames (B, T_w, D_w) [or (B, L, T_w, D_w) → layer weights] → frame
+  weights from the co-attention → weighted sum → 128                          (``w2e``)
+
+The co-attention query is concat(mfcc vector, spectrogram vector): the utterance-level views
+decide which SSL frames matter. Head: concat → 128 → 128 → n_classes (dropout 0.1, ReLU).
+
+Every ablation row of the paper's Table 2 is a configuration of these same parts
+(:data:`ABLATIONS`); :data:`PRESETS` holds the published ("paper") and a CPU-practical ("cpu")
+configuration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from ..config import from_dict
+from ..errors import CamserError, ConfigError
+from .blocks import (ALEXNET_IMAGENET_URL, Standardizer, AlexNetSpectrogramEncoder, BiLSTMEncoder,
+                     CoAttention, LayerWeights, SmallSpecCNN, load_alexnet_imagenet, mean_pool)
+
+
+@dataclass
+class CAMSERConfig:
+    n_classes: int = 4
+    # MFCC branch
+    mfcc_dim: int = 40
+    mfcc_frames: int = 300             # only binding for mfcc_pool=flatten
+    mfcc_norm: str = "l2"              # l2 (published: each frame L2-normalised) | standard (fitted on train) | none
+    lstm_hidden: int = 256             # per direction
+    lstm_layers: int = 2
+    lstm_dropout: float = 0.5
+    mfcc_pool: str = "flatten"         # flatten (published: 300×512 → 128) | mean
+    # spectrogram branch
+    spec_encoder: str = "alexnet"      # alexnet (published) | cnn (SmallSpecCNN, CPU-cheap)
+    spec_bins: int = 200
+    spec_frames: int = 300             # informational: both encoders accept any length
+    alexnet_weights: str = ALEXNET_IMAGENET_URL   # URL, local .pth path, or "random"
+    image_size: tuple[int, int] = (256, 384)
+    cnn_channels: tuple[int, ...] = (8, 16, 32, 64)
+    # SSL branch
+    ssl_dim: int = 768
+    ssl_frames: int = 149              # only binding for coattention=relu
+    ssl_layers: int | None = None      # L for a stacked-layers input (B, L, T, D)
+    coattention: str = "relu"          # relu (published) | softmax (length-independent) | none (mean pool)
+    attn_dim: int = 128                # query/key size for coattention=softmax
+    # which levels are used
+    use_mfcc: bool = True
+    use_spec: bool = True
+    use_ssl: bool = True
+    # sizes of the fusion
+    branch_dim: int = 128
+    head_hidden: int = 128
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        self.image_size = tuple(self.image_size)
+        self.cnn_channels = tuple(self.cnn_channels)
+        choices = {"mfcc_pool": ("flatten", "mean"), "spec_encoder": ("alexnet", "cnn"),
+                   "mfcc_norm": ("l2", "standard", "none"),
+                   "coattention": ("relu", "softmax", "none")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"model.{name}: {getattr(self, name)!r} is not one of "
+                                  f"{', '.join(allowed)}")
+        for name in ("n_classes", "mfcc_dim", "mfcc_frames", "lstm_hidden", "lstm_layers",
+                     "spec_bins", "spec_frames", "ssl_dim", "ssl_frames", "attn_dim",
+                     "branch_dim", "head_hidden"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"model.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.ssl_layers is not None and self.ssl_layers < 1:
+            raise ConfigError(f"model.ssl_layers: expected null or a positive integer, got {self.ssl_layers!r}")
+        if len(self.image_size) != 2 or not all(isinstance(x, int) and x >= 64 for x in self.image_size):
+            raise ConfigError(f"model.image_size: expected [height, width], each at least 64 "
+                              f"(AlexNet's minimum), got {list(self.image_size)}")
+        if not self.cnn_channels or not all(isinstance(x, int) and x >= 1 for x in self.cnn_channels):
+            raise ConfigError(f"model.cnn_channels: expected a list of positive integers, got {list(self.cnn_channels)}")
+        if not (self.use_mfcc or self.use_spec or self.use_ssl):
+            raise ConfigError("model.use_ssl: at least one of use_mfcc, use_spec, use_ssl must be true")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The batch keys the model reads (``ssl`` is replaced by ``audio`` when the model is
+        given an encoder; see :attr:`CAMSER.inputs`)."""
+        return tuple(k for k, used in (("mfcc", self.use_mfcc), ("spec", self.use_spec),
+                                        ("ssl", self.use_ssl)) if used)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["image_size"], d["cnn_channels"] = list(self.image_size), list(self.cnn_channels)
+        return d
+
+
+# The published model is the dataclass default; "cpu" keeps the three levels and the
+# co-attention but with cheap branches (seconds per batch on a laptop CPU).
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "cpu": {"spec_encoder": "cnn", "lstm_hidden": 64, "lstm_layers": 1, "lstm_dropout": 0.0,
+            "mfcc_pool": "mean", "mfcc_norm": "standard", "coattention": "softmax"},
+}
+
+# The 10 rows of Table 2. Rows without "+coatt" mean-pool the SSL frames; "+coatt" rows keep
+# the configured co-attention mode (relu for "paper", softmax for "cpu"). "w2e+coatt" has no
+# MFCC/spectrogram vector to drive the co-attention, so its query is the mean of the SSL frames
+# itself (a learned self-driven frame attention) — our reading of that row.
+_NONE = {"coattention": "none"}
+ABLATIONS: dict[str, dict] = {
+    "mfcc":                {"use_mfcc": True,  "use_spec": False, "use_ssl": False, **_NONE},
+    "spec":                {"use_mfcc": False, "use_spec": True,  "use_ssl": False, **_NONE},
+    "w2e":                 {"use_mfcc": False, "use_spec": False, "use_ssl": True,  **_NONE},
+    "mfcc+w2e":            {"use_mfcc": True,  "use_spec": False, "use_ssl": True,  **_NONE},
+    "spec+w2e":            {"use_mfcc": False, "use_spec": True,  "use_ssl": True,  **_NONE},
+    "mfcc+spec+w2e":       {"use_mfcc": True,  "use_spec": True,  "use_ssl": True,  **_NONE},
+    "w2e+coatt":           {"use_mfcc": False, "use_spec": False, "use_ssl": True},
+    "mfcc+w2e+coatt":      {"use_mfcc": True,  "use_spec": False, "use_ssl": True},
+    "spec+w2e+coatt":      {"use_mfcc": False, "use_spec": True,  "use_ssl": True},
+    "mfcc+spec+w2e+coatt": {"use_mfcc": True,  "use_spec": True,  "use_ssl": True},
+}
+
+
+class CAMSER(nn.Module):
+    """``CAMSER(config, encoder=None)``; ``forward(batch) -> logits (B, n_classes)``.
+
+    ``batch``: ``mfcc`` (B, T, 40), ``spec`` (B, T, F) in dB, ``ssl`` (B, T_w, D_w) or
+    (B, L, T_w, D_w) and optionally ``ssl_mask`` (B, T_w). With an ``encoder`` (a module mapping
+    ``audio`` (B, samples) to frames, e.g. a wrapped wav2vec2) the SSL frames come from
+    ``batch["audio"]`` and the encoder trains end to end.
+
+    The spectrogram scaling is fitted on the training split: call :meth:`fit_spectrogram`
+    before training. ``load_pretrained=False`` skips fetching the ImageNet AlexNet weights
+    (used by :meth:`from_pretrained`, which restores all weights anyway).
+    """
+
+    def __init__(self, config: CAMSERConfig, encoder: nn.Module | None = None, *,
+                 load_pretrained: bool = True):
+        super().__init__()
+        self.config = cfg = config
+        bd, p = cfg.branch_dim, cfg.dropout
+        n_branches = 0
+        if encoder is not None and not cfg.use_ssl:
+            raise CamserError("an SSL encoder was given but model.use_ssl is false")
+        self.encoder = encoder                           # None: SSL frames come from batch["ssl"]
+
+        if cfg.use_mfcc:
+            if cfg.mfcc_norm == "standard":
+                self.mfcc_standardizer = Standardizer(cfg.mfcc_dim)
+            self.mfcc_encoder = BiLSTMEncoder(cfg.mfcc_dim, cfg.lstm_hidden, cfg.lstm_layers,
+                                              cfg.lstm_dropout, cfg.mfcc_pool, cfg.mfcc_frames, bd, p)
+            n_branches += 1
+
+        if cfg.use_spec:
+            if cfg.spec_encoder == "alexnet":
+                self.spec_encoder = AlexNetSpectrogramEncoder(cfg.spec_bins, cfg.image_size)
+                if load_pretrained and cfg.alexnet_weights != "random":
+                    load_alexnet_imagenet(self.spec_encoder.alexnet, cfg.alexnet_weights)
+            else:
+                self.spec_encoder = SmallSpecCNN(cfg.spec_bins, cfg.cnn_channels)
+            self.spec_drop = nn.Dropout(p)
+            self.spec_proj = nn.Linear(self.spec_encoder.out_dim, bd)
+            n_branches += 1
+
+        if cfg.use_ssl:
+            self.layer_weights = LayerWeights(cfg.ssl_layers)
+            if cfg.coattention == "none":
+                self.w2e_drop = nn.Dropout(p)
+                self.w2e_proj = nn.Linear(cfg.ssl_dim, bd)
+            else:
+                # query = concat of the MFCC/spectrogram vectors present, else the SSL mean
+                query_dim = bd * (cfg.use_mfcc + cfg.use_spec) or cfg.ssl_dim
+                self.coattention = CoAttention(query_dim, cfg.ssl_dim, cfg.ssl_frames,
+                                               cfg.coattention, bd, cfg.attn_dim, p)
+            n_branches += 1
+
+        self.head = nn.Sequential(
+            nn.Dropout(p), nn.Linear(n_branches * bd, cfg.head_hidden), nn.ReLU(),
+            nn.Dropout(p), nn.Linear(cfg.head_hidden, cfg.head_hidden), nn.ReLU(),
+            nn.Linear(cfg.head_hidden, cfg.n_classes),
+        )
+
+    # ------------------------------------------------------------------ inputs
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Batch keys this model reads."""
+        return tuple("audio" if (k == "ssl" and self.encoder is not None) else k
+                     for k in self.config.inputs)
+
+    def fit_spectrogram(self, arrays: Iterable) -> "CAMSER":
+        """Fit the per-bin spectrogram scaling on TRAINING spectrograms ((T, F) arrays or
+        (N, T, F) batches, streamed once). No-op when the spectrogram branch is off."""
+        if self.config.use_spec:
+            self.spec_encoder.fit(arrays)
+        return self
+
+    def fit_normalizers(self, stores: dict, rows, chunk: int = 256) -> "CAMSER":
+        """The training loop's hook: fit the spectrogram scaling (and the MFCC standardisation)
+        on the training ``rows`` of the feature stores, read ``chunk`` sorted rows at a time."""
+        rows = np.sort(np.asarray(rows))                 # sorted reads are sequential on a memmap
+        if self.config.use_mfcc and self.config.mfcc_norm == "standard":
+            self.mfcc_standardizer.fit(stores["mfcc"].array[rows[i:i + chunk]] for i in range(0, len(rows), chunk))
+        if not self.config.use_spec:
+            return self
+        store = stores.get("spectrogram", stores.get("spec"))
+        if store is None:
+            raise CamserError("no spectrogram features to fit the spectrogram scaling on")
+        return self.fit_spectrogram(store.array[rows[i:i + chunk]] for i in range(0, len(rows), chunk))
+
+    def _get(self, batch: dict, key: str) -> torch.Tensor:
+        if key not in batch:
+            raise CamserError(f"the batch has no '{key}' (this model reads {', '.join(self.inputs)})")
+        return batch[key]
+
+    def _ssl_frames(self, batch: dict) -> torch.Tensor:
+        if self.encoder is not None:
+            out = self.encoder(self._get(batch, "audio"))
+            out = out if torch.is_tensor(out) else out.last_hidden_state
+        else:
+            out = self._get(batch, "ssl")
+        return self.layer_weights(out.float())           # (B, T, D)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, batch: dict, return_embeddings: bool = False):
+        """→ logits ``(B, n_classes)``; with ``return_embeddings`` → ``(logits, emb)`` where
+        ``emb`` holds, for the branches used: ``mfcc``, ``spec``, ``w2e`` (the 128-d vectors),
+        ``w2e_raw`` (the weighted / mean SSL frame sum, D-dim), ``attention`` (B, T_w frame
+        weights, co-attention only) and ``fused`` (the concatenation the head sees)."""
+        cfg = self.config
+        emb: dict[str, torch.Tensor] = {}
+
+        if cfg.use_mfcc:
+            mfcc = self._get(batch, "mfcc").float()
+            if cfg.mfcc_norm == "l2":
+                mfcc = F.normalize(mfcc, p=2, dim=-1)
+            elif cfg.mfcc_norm == "standard":
+                mfcc = self.mfcc_standardizer(mfcc)
+            emb["mfcc"] = self.mfcc_encoder(mfcc)
+
+        if cfg.use_spec:
+            h = self.spec_encoder(self._get(batch, "spec"))
+            emb["spec"] = F.relu(self.spec_proj(self.spec_drop(h)))
+
+        if cfg.use_ssl:
+            frames = self._ssl_frames(batch)
+            mask = batch.get("ssl_mask")
+            if cfg.coattention == "none":
+                emb["w2e_raw"] = mean_pool(frames, mask)
+                emb["w2e"] = F.relu(self.w2e_proj(self.w2e_drop(emb["w2e_raw"])))
+            else:
+                drivers = [emb[k] for k in ("mfcc", "spec") if k in emb]
+                query = torch.cat(drivers, -1) if drivers else mean_pool(frames, mask)
+                emb["w2e"], emb["w2e_raw"], emb["attention"] = self.coattention(query, frames, mask)
+
+        emb["fused"] = torch.cat([emb[k] for k in ("mfcc", "spec", "w2e") if k in emb], dim=-1)
+        logits = self.head(emb["fused"])
+        return (logits, emb) if return_embeddings else logits
+
+    # ------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, directory: str | Path, include_encoder: bool = True) -> None:
+        """``config.json`` (the model section: ``name`` + every config field) and
+        ``model.safetensors`` (weights and the fitted spectrogram scaling; no pickles)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.json").write_text(json.dumps({"name": "camser", **self.config.to_dict()}, indent=2))
+        module = self
+        if not include_encoder and self.encoder is not None:
+            module = _without(self, "encoder")
+        save_model(module, str(d / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, encoder: nn.Module | None = None) -> "CAMSER":
+        """Rebuild from :meth:`save_pretrained`'s folder. A model saved with an encoder needs
+        the same encoder architecture passed in; its weights are restored from the file."""
+        d = Path(directory)
+        cfg_path, weights = d / "config.json", d / "model.safetensors"
+        for f in (cfg_path, weights):
+            if not f.is_file():
+                raise CamserError(f"{f}: not found (expected a folder written by save_pretrained)")
+        section = json.loads(cfg_path.read_text())
+        section.pop("name", None)
+        model = cls(from_dict(CAMSERConfig, section, "model"), encoder, load_pretrained=False)
+        missing, unexpected = load_model(model, str(weights), strict=False)
+        if encoder is not None:   # saved without its encoder: keep the given encoder's weights
+            missing = [k for k in missing if not k.startswith("encoder.")]
+        if missing or unexpected:
+            bad = (unexpected or missing)[0]
+            why = ("pass the encoder it was saved with" if bad.startswith("encoder.")
+                   else "weights don't match config.json")
+            raise CamserError(f"{weights}: {'unexpected' if unexpected else 'missing'} weight "
+                              f"'{bad}' ({why})")
+        return model
+
+
+def _without(model: nn.Module, name: str) -> nn.Module:
+    """A view of ``model`` (sharing its tensors) whose state dict leaves out child ``name``."""
+    view = nn.Module()
+    for child_name, child in model.named_children():
+        if child_name != name:
+            view.add_module(child_name, child)
+    return view
+
+
+# ---------------------------------------------------------------- from an experiment's model section
+
+def config_from_section(section: dict, n_classes: int, feature_dims: dict | None = None) -> CAMSERConfig:
+    """The experiment YAML's ``model:`` mapping → :class:`CAMSERConfig`.
+
+    Applied in order: ``preset`` (paper | cpu), ``ablation`` (a key of :data:`ABLATIONS`), the
+    section's own fields, then sizes read from the data (``feature_dims``: ``mfcc`` (T, 40),
+    ``spec``/``spectrogram`` (T, F), ``ssl`` (T, D) or (L, T, D)). A field set in the section
+    that disagrees with the data is an error.
+    """
+    s = dict(section or {})
+    s.pop("name", None)
+    preset, ablation = s.pop("preset", "paper"), s.pop("ablation", None)
+    if preset not in PRESETS:
+        raise ConfigError(f"model.preset: {preset!r} is not one of {', '.join(PRESETS)}")
+    if ablation is not None and ablation not in ABLATIONS:
+        raise ConfigError(f"model.ablation: {ablation!r} is not one of {', '.join(ABLATIONS)}")
+    if "n_classes" in s and s["n_classes"] != n_classes:
+        raise ConfigError(f"model.n_classes: {s['n_classes']!r}, but the label set has {n_classes} classes")
+
+    data = {"n_classes": n_classes}
+    dims = dict(feature_dims or {})
+    if "spectrogram" in dims and "spec" not in dims:
+        dims["spec"] = dims.pop("spectrogram")
+    if dims.get("mfcc") is not None:
+        data["mfcc_frames"], data["mfcc_dim"] = _shape(dims["mfcc"], "mfcc", (2,))
+    if dims.get("spec") is not None:
+        data["spec_frames"], data["spec_bins"] = _shape(dims["spec"], "spec", (2,))
+    if dims.get("ssl") is not None:
+        shape = _shape(dims["ssl"], "ssl", (2, 3))
+        data["ssl_layers"] = shape[0] if len(shape) == 3 else None
+        data["ssl_frames"], data["ssl_dim"] = shape[-2:]
+    for k, v in data.items():
+        if k in s and s[k] != v and k != "n_classes":
+            raise ConfigError(f"model.{k}: {s[k]!r}, but the features give {v!r}")
+
+    cfg = from_dict(CAMSERConfig, {**PRESETS[preset], **ABLATIONS.get(ablation, {}), **s, **data}, "model")
+    if ablation and ablation.endswith("+coatt") and cfg.coattention == "none":
+        raise ConfigError(f"model.coattention: ablation {ablation!r} needs relu or softmax, not none")
+    return cfg
+
+
+def _shape(shape, name: str, ranks: tuple[int, ...]) -> tuple[int, ...]:
+    shape = tuple(int(x) for x in shape)
+    if len(shape) not in ranks:
+        raise CamserError(f"feature '{name}' has shape {shape}; expected {' or '.join(map(str, ranks))} "
+                          "dimensions per segment")
+    return shape

@@ -1,0 +1,40 @@
+"""Fixed-length segmentation (the paper: 3 s, non-overlapping, the last one zero-padded)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .types import Segment
+
+
+def segment_bounds(n_samples: int, segment_samples: int, hop_samples: int | None = None) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` covering ``n_samples``; the last window may end past the audio
+    (to be zero-padded). ``hop_samples < segment_samples`` gives overlapping windows."""
+    hop = hop_samples or segment_samples
+    if segment_samples <= 0 or hop <= 0:
+        raise ValueError("segment and hop lengths must be positive")
+    if n_samples <= segment_samples:
+        return [(0, segment_samples)]
+    n = 1 + math.ceil((n_samples - segment_samples) / hop)
+    return [(i * hop, i * hop + segment_samples) for i in range(n)]
+
+
+def segment_utterance(utterance_id: str, n_samples: int, segment_samples: int,
+                      hop_samples: int | None = None) -> list[Segment]:
+    return [Segment(utterance_id, i, s, e)
+            for i, (s, e) in enumerate(segment_bounds(n_samples, segment_samples, hop_samples))]
+
+
+def cut(y: np.ndarray, segment: Segment) -> np.ndarray:
+    """The samples of ``segment``, zero-padded to its full length."""
+    out = np.zeros(segment.end - segment.start, dtype=np.float32)
+    piece = y[segment.start:segment.end]
+    out[: len(piece)] = piece
+    return out
+
+
+def segment_waveform(y: np.ndarray, segment_samples: int, hop_samples: int | None = None) -> np.ndarray:
+    """All segments of a waveform as a ``(n_segments, segment_samples)`` array."""
+    bounds = segment_bounds(len(y), segment_samples, hop_samples)
+    return np.stack([cut(y, Segment("", i, s, e)) for i, (s, e) in enumerate(bounds)])

@@ -1,0 +1,139 @@
+"""Cross-validation: folds × seeds, each trained, early-stopped and tested; then one results.json
+and a report. Finished folds are never rerun and a killed fold resumes from its checkpoint.
+
+Under ``torchrun`` (WORLD_SIZE > 1) either every fold is trained data-parallel with DDP
+(``train.distribute: data``) or the folds are spread over the ranks (``folds``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..config import ExperimentConfig
+from ..models import build_model, required_inputs
+from ..reports.results import build_results, versions, write_json
+from .data import feature_dims, segment_set
+from .experiment import PreparedData, prepare_data
+from .protocols import make_folds
+from .trainer import fit, predict_segments, resolve_device, utterance_metrics
+
+
+def _dist_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _init_distributed(cfg: ExperimentConfig):
+    rank, world = _dist_info()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if resolve_device(cfg.train.device).type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+    return rank, world
+
+
+def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
+    """A freshly initialised model for this data, identical for identical seeds."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    return build_model(cfg.model, len(data.labels), feature_dims(data.stores))
+
+
+def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
+             log: Callable[[str], None], rank: int = 0, world: int = 1, ddp: bool = False) -> dict:
+    """Train on ``fold``'s training speakers, pick the epoch on its validation set, test."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.train.device)
+    label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
+    train = segment_set(data.stores, fold.train_ids, label_of)
+    val = segment_set(data.stores, fold.val_ids, label_of)
+    test = segment_set(data.stores, fold.test_ids, label_of)
+
+    model = build_for_data(cfg, data, seed)
+    if hasattr(model, "fit_normalizers"):      # e.g. spectrogram-image statistics: training split only
+        model.fit_normalizers(data.stores, train.rows)
+    model.to(device)
+    wrapped = model
+    if ddp:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+    result = fit(wrapped, data.stores, train, val, data.labels, cfg.train, seed,
+                 checkpoint=fold_dir / "checkpoint.pt", log=log, rank=rank if ddp else 0,
+                 world_size=world if ddp else 1)
+
+    logp, emb = predict_segments(model, data.stores, test, cfg.train.batch_size, device, embeddings=True)
+    metrics, utt_ids, y_true, y_pred = utterance_metrics(logp, test, data.labels)
+    entry = {"fold": fold.index, "seed": seed, "test_speakers": fold.test_speakers,
+             "val_speakers": fold.val_speakers, "epochs": result.epochs, "best_epoch": result.best_epoch,
+             **metrics, "history": result.history,
+             "predictions": {"utterance_ids": utt_ids, "true": y_true.tolist(), "pred": y_pred.tolist()}}
+    if rank == 0 or not ddp:
+        np.savez_compressed(fold_dir / "embeddings.npz", labels=test.labels, **emb)
+        write_json(fold_dir / "result.json", entry)    # written last: marks the fold as done
+        (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
+    return entry
+
+
+def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None] = print,
+           progress: bool = True) -> dict:
+    """Run the configured protocol; write results.json, the report and the resolved config."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = _init_distributed(cfg)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    started = time.time()
+    if rank == 0:
+        cfg.save(out / "config.yaml")
+    data = prepare_data(cfg, required_inputs(cfg.model), progress=progress and rank == 0)
+    folds = make_folds(data.utterances, cfg.protocol, folds_csv=cfg.corpus.folds_csv)
+    ddp = world > 1 and cfg.train.distribute == "data"
+    jobs = [(fold, r, seed) for fold in folds for r, seed in enumerate(cfg.train.seeds)]
+
+    for j, (fold, repeat, seed) in enumerate(jobs):
+        fold_dir = out / "folds" / f"fold{fold.index:02d}_seed{seed}"
+        if (fold_dir / "result.json").exists():
+            log(f"fold {fold.index} seed {seed}: done already, skipped")
+            continue
+        if world > 1 and not ddp and j % world != rank:
+            continue
+        log(f"fold {fold.index} ({fold.name}) seed {seed}: train {len(fold.train_ids)}, "
+            f"val {len(fold.val_ids)}, test {len(fold.test_ids)} utterances")
+        if fold.warning:
+            log(f"warning: {fold.warning}")
+        entry = run_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp)
+        log(f"fold {fold.index} seed {seed}: WA {entry['wa']:.3f} UA {entry['ua']:.3f} "
+            f"(best epoch {entry['best_epoch']} of {entry['epochs']})")
+    if world > 1:
+        torch.distributed.barrier()
+    if rank != 0:
+        return {}
+    return finalize(cfg, out, folds, data.labels, wall_s=time.time() - started)
+
+
+def finalize(cfg: ExperimentConfig, out: Path, folds, labels: list[str], wall_s: float | None = None) -> dict:
+    """Collect the fold results into results.json and write the report."""
+    from ..reports.run_report import write_run_report
+
+    entries, pooled_true, pooled_pred = [], [], []
+    for fold in folds:
+        for repeat, seed in enumerate(cfg.train.seeds):
+            e = json.loads((out / "folds" / f"fold{fold.index:02d}_seed{seed}" / "result.json").read_text())
+            e["repeat"] = repeat
+            pooled_true += e["predictions"]["true"]
+            pooled_pred += e["predictions"]["pred"]
+            entries.append(e)
+    protocol = {"scheme": cfg.protocol.scheme, "validation": cfg.protocol.validation,
+                "folds": [f.to_dict() for f in folds]}
+    results = build_results(cfg.to_dict(), versions(), protocol, labels,
+                            [{k: v for k, v in e.items() if k not in ("history", "predictions")} for e in entries],
+                            np.array(pooled_true), np.array(pooled_pred))
+    results["seeds"] = list(cfg.train.seeds)
+    if wall_s is not None:
+        results["wall_s"] = round(wall_s, 1)
+    write_json(out / "results.json", results)
+    write_run_report(out, results, entries)
+    return results

@@ -1,0 +1,78 @@
+"""Segment-level training data read straight from the feature cache.
+
+Rows stay on disk (memory-mapped stores); a batch gathers only its rows, so an
+IEMOCAP-sized cache never has to fit in memory, and spectrogram images are built per batch
+by the model, never for the whole corpus.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import CamserError
+
+# feature store kind → key in a model's batch dict
+BATCH_KEYS = {"mfcc": "mfcc", "spectrogram": "spec", "ssl": "ssl"}
+STORE_KINDS = {v: k for k, v in BATCH_KEYS.items()}
+
+
+@dataclass
+class SegmentSet:
+    """The segments of a set of utterances: store rows, segment labels, owning utterance."""
+
+    rows: np.ndarray            # (n_seg,) row in every store (all stores share one segment table)
+    labels: np.ndarray          # (n_seg,) class index of the segment's utterance
+    utterance_ids: list[str]    # (n_seg,) utterance of each segment
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def segment_set(stores: dict, utterance_ids: list[str], label_of: dict[str, int]) -> SegmentSet:
+    store = next(iter(stores.values()))
+    rows, labels, owners = [], [], []
+    for uid in utterance_ids:
+        r = store.rows_of(uid)
+        if not r:
+            raise CamserError(f"{uid}: no features in the cache (re-run `camser features`)")
+        rows.extend(r)
+        labels.extend([label_of[uid]] * len(r))
+        owners.extend([uid] * len(r))
+    return SegmentSet(np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.int64), owners)
+
+
+def feature_dims(stores: dict) -> dict[str, tuple[int, ...]]:
+    """Per batch key, the shape of one segment's features (what sizes a model from data)."""
+    return {BATCH_KEYS[k]: tuple(s.array.shape[1:]) for k, s in stores.items()}
+
+
+def gather(stores: dict, rows: np.ndarray, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The batch dict for ``rows``: float32 tensors per feature (float16 caches are upcast)."""
+    order = np.argsort(rows)              # sorted reads are sequential on a memmap
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    batch = {}
+    for kind, store in stores.items():
+        key = BATCH_KEYS[kind]
+        if keys is not None and key not in keys:
+            continue
+        block = np.asarray(store.array[rows[order]], dtype=np.float32)[inverse]
+        batch[key] = torch.from_numpy(block)
+    return batch
+
+
+def iterate_batches(n: int, batch_size: int, generator: torch.Generator | None = None,
+                    rank: int = 0, world_size: int = 1):
+    """Index batches over ``range(n)``; shuffled when a generator is given. With several
+    ranks each global batch is split into equal shares (same batch count on every rank)."""
+    order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        if world_size > 1:
+            share = int(np.ceil(len(idx) / world_size))
+            idx = idx[rank * share:(rank + 1) * share]
+            if len(idx) == 0:               # keep collectives in step: reuse one sample
+                idx = order[start:start + 1]
+        yield idx

@@ -1,0 +1,55 @@
+"""Everything a run needs before training: the labelled corpus and its cached features."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ExperimentConfig
+from ..corpora import apply_label_set, read_manifest, scan_corpus
+from ..errors import CamserError
+from ..types import Utterance
+from .data import STORE_KINDS
+
+
+@dataclass
+class PreparedData:
+    utterances: list[Utterance]
+    labels: list[str]
+    stores: dict          # feature kind → FeatureStore
+
+
+def default_cache_dir(cfg: ExperimentConfig) -> Path:
+    """features.cache_dir, else <prepared>/cache, else $CAMSER_CACHE or ~/.cache/camser.
+    Stores are named by a hash of corpus + configuration, so sharing a folder is safe."""
+    if cfg.features.cache_dir:
+        return Path(cfg.features.cache_dir).expanduser()
+    if cfg.corpus.prepared:
+        return Path(cfg.corpus.prepared) / "cache"
+    return Path(os.environ.get("CAMSER_CACHE", Path.home() / ".cache" / "camser"))
+
+
+def load_utterances(cfg: ExperimentConfig) -> tuple[list[Utterance], list[str]]:
+    """The corpus (a prepared manifest, or a scan of corpus.root) with the label set applied."""
+    if cfg.corpus.prepared:
+        utterances = read_manifest(cfg.corpus.prepared)
+    elif cfg.corpus.root:
+        scan = scan_corpus(cfg.corpus.name, cfg.corpus.root, min_duration_s=cfg.audio.min_duration_s)
+        utterances = scan.utterances
+    else:
+        raise CamserError("corpus: set corpus.prepared (a `camser prepare` folder) or corpus.root")
+    utterances, labels = apply_label_set(utterances, cfg.corpus.name, cfg.labels)
+    if not utterances:
+        raise CamserError(f"labels.include: no utterance of corpus '{cfg.corpus.name}' has one of these labels")
+    return utterances, labels
+
+
+def prepare_data(cfg: ExperimentConfig, input_keys: set[str] | None = None, progress: bool = True) -> PreparedData:
+    """Load the corpus and extract (or reuse) the features the model reads."""
+    from ..features.extract import extract_features   # heavy imports only when needed
+
+    utterances, labels = load_utterances(cfg)
+    kinds = ([STORE_KINDS[k] for k in sorted(input_keys) if k in STORE_KINDS] if input_keys is not None
+             else list(cfg.features.kinds))
+    stores = extract_features(utterances, cfg, default_cache_dir(cfg), kinds=kinds, progress=progress)
+    return PreparedData(utterances, labels, stores)

@@ -1,0 +1,117 @@
+"""Cross-validation end to end on the synthetic corpus: learning, determinism, resume, DDP, CLI."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from camser.config import load_config
+from camser.corpora import scan_corpus, write_manifest
+from camser.corpora.synthetic import generate_iemocap
+from camser.demo import tiny_wav2vec2
+from camser.training.cv import run_cv
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A prepared synthetic corpus (3 sessions × 2 speakers), a tiny random wav2vec2, one cache."""
+    root = tmp_path_factory.mktemp("cv")
+    corpus = generate_iemocap(root / "corpus", n_sessions=3, utterances_per_speaker=24, seed=1)
+    scan = scan_corpus("iemocap", corpus)
+    write_manifest(root / "prepared", scan.utterances, scan.skipped)
+    encoder = tiny_wav2vec2(root / "encoder")
+    return root, encoder
+
+
+def make_cfg(workspace, *overrides):
+    root, encoder = workspace
+    return load_config(Path(__file__).parents[1] / "camser/configs/demo.yaml", list(overrides), data={
+        "corpus": {"prepared": str(root / "prepared")},
+        "features": {"ssl": {"model": str(encoder)}},
+        "train": {"max_epochs": 15, "num_threads": 1},
+        "output": {"tsne": False},
+    })
+
+
+def fold_numbers(results):
+    return [(f["fold"], f["wa"], f["ua"], f["best_epoch"], f["epochs"]) for f in results["folds"]]
+
+
+def test_learns_synthetic_corpus_far_above_chance(workspace, tmp_path):
+    results = run_cv(make_cfg(workspace), tmp_path / "run", log=lambda m: None, progress=False)
+    assert len(results["folds"]) == 3                      # leave one session out
+    assert results["summary"]["ua_pooled"] > 0.6           # chance: 0.25
+    for name in ("results.json", "report.md", "report.html", "config.yaml", "figures/confusion.png"):
+        assert (tmp_path / "run" / name).exists(), name
+    saved = json.loads((tmp_path / "run/results.json").read_text())
+    assert saved["versions"]["torch"] and saved["seeds"] == [0] and saved["config"]["train"]["lr"] == 3e-3
+    for f in saved["folds"]:
+        assert 0 <= f["wa"] <= 1 and len(f["confusion"]) == 4
+        assert not set(f["test_speakers"]) & set(f["val_speakers"])
+
+
+def test_same_seed_same_numbers_and_resume_after_kill(workspace, tmp_path):
+    cfg = make_cfg(workspace, "protocol.folds=[2]", "train.max_epochs=4", "train.min_epochs=4", "train.patience=1")
+    reference = run_cv(cfg, tmp_path / "a", log=lambda m: None, progress=False)
+    again = run_cv(cfg, tmp_path / "b", log=lambda m: None, progress=False)
+    assert fold_numbers(again) == fold_numbers(reference)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_2(msg):
+        if msg.startswith("epoch   2"):
+            raise Killed
+    with pytest.raises(Killed):
+        run_cv(cfg, tmp_path / "c", log=kill_after_epoch_2, progress=False)
+    assert list((tmp_path / "c/folds").glob("*/checkpoint.pt")) and not list((tmp_path / "c/folds").glob("*/result.json"))
+    lines = []
+    resumed = run_cv(cfg, tmp_path / "c", log=lines.append, progress=False)
+    assert any(line.startswith("resumed from") for line in lines)
+    assert fold_numbers(resumed) == fold_numbers(reference)
+    # finished folds are not rerun
+    lines.clear()
+    run_cv(cfg, tmp_path / "c", log=lines.append, progress=False)
+    assert any("done already" in line for line in lines) and not any(line.startswith("epoch") for line in lines)
+
+
+def test_paper_validation_is_flagged_optimistic(workspace, tmp_path):
+    cfg = make_cfg(workspace, "protocol.folds=[1]", "protocol.validation=paper", "train.max_epochs=2")
+    results = run_cv(cfg, tmp_path / "p", log=lambda m: None, progress=False)
+    assert results["protocol"]["optimistic"] is True
+    assert "optimistic" in (tmp_path / "p/report.md").read_text()
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "camser.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_cv_cli_and_two_process_ddp(workspace, tmp_path):
+    root, encoder = workspace
+    sets = ["--set", f"corpus.prepared={root / 'prepared'}", "--set", f"features.ssl.model={encoder}",
+            "--set", "train.max_epochs=2", "--set", "protocol.folds=[1]", "--set", "output.tsne=false",
+            "--set", "train.num_threads=1"]
+    config = str(Path(__file__).parents[1] / "camser/configs/demo.yaml")
+    single = _cli("cv", config, "--out", str(tmp_path / "single"), *sets)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--master_port=29517", "-m", "camser.cli", "cv", config, "--out", str(tmp_path / "ddp"),
+                          *sets], capture_output=True, text=True)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    r = json.loads((tmp_path / "ddp/results.json").read_text())
+    assert len(r["folds"]) == 1 and 0 <= r["summary"]["ua_mean"] <= 1
+
+
+def test_cli_user_mistakes_are_one_line(tmp_path):
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("train: {lrr: 1}\n")
+    r = _cli("cv", str(bad), "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "train.lrr" in r.stderr
+    r = _cli("prepare", "--corpus", "iemocap", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "nope" in r.stderr
