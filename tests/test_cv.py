@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from camser.config import load_config
 from camser.corpora import scan_corpus, write_manifest
@@ -115,3 +116,27 @@ def test_cli_user_mistakes_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "train.lrr" in r.stderr
     r = _cli("prepare", "--corpus", "iemocap", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "nope" in r.stderr
+
+
+def test_finetune_mode_trains_the_encoder_from_audio(workspace, tmp_path):
+    cfg = make_cfg(workspace, "train.mode=finetune", "protocol.folds=[1]", "train.max_epochs=1",
+                   "train.min_epochs=1", "features.ssl.layer=last", "train.batch_size=32")
+    results = run_cv(cfg, tmp_path / "ft", log=lambda m: None, progress=False)
+    assert len(results["folds"]) == 1 and results["folds"][0]["epochs"] == 1
+
+    from camser.training.cv import build_for_data
+    from camser.training.data import segment_set
+    from camser.training.experiment import prepare_data
+    from camser.training.trainer import fit
+    data = prepare_data(cfg, {"mfcc", "spec"}, progress=False)
+    assert "ssl" not in data.stores                       # frames come from audio, not the cache
+    model, batch_fn = build_for_data(cfg, data, seed=0)
+    label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
+    segs = segment_set(data.stores, [u.id for u in data.utterances[:40]], label_of)
+    model.fit_normalizers(data.stores, segs.rows)
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("encoder.encoder.")}
+    assert before
+    fit(model, data.stores, segs, segs, data.labels, cfg.train, seed=0, log=lambda m: None, batch_fn=batch_fn)
+    after = model.state_dict()
+    # fit() restores the best epoch's state: with one epoch that is the trained one
+    assert any(not torch.equal(before[k], after[k]) for k in before)

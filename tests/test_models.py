@@ -101,8 +101,11 @@ def test_cpu_preset_stacked_layers():
     b = {"mfcc": torch.randn(2, 300, 40), "spec": torch.rand(2, 300, 200) * 80 - 80,
          "ssl": torch.randn(2, 7, 150, 512).half()}       # the cache stores float16
     m.fit_spectrogram(b["spec"].numpy())                  # an (N, T, F) array iterates per segment
+    m.fit_mfcc(b["mfcc"].numpy())
     logits, emb = m(b, return_embeddings=True)
     assert logits.shape == (2, 4) and emb["attention"].shape == (2, 150)
+    std = m.mfcc_standardizer
+    torch.testing.assert_close(std.mean, b["mfcc"].reshape(-1, 40).mean(0))
     assert torch.allclose(emb["attention"].sum(1), torch.ones(2))
 
 

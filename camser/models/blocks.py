@@ -258,12 +258,15 @@ class AlexNetSpectrogramEncoder(nn.Module):
 class SmallSpecCNN(nn.Module):
     """A CPU-cheap CNN on the native ``(B, T, F)`` spectrogram: per-bin min-max scaling
     (training statistics), then conv3×3-BN-ReLU-maxpool2 blocks, then global mean+max pooling
-    → ``2 * channels[-1]`` (or a Linear+ReLU to ``out_dim`` when given)."""
+    → ``2 * channels[-1]`` (or a Linear+ReLU to ``out_dim`` when given). ``input_pool`` > 1
+    average-pools time and frequency first: most of the cost is in the full-resolution first
+    block, and 10 ms × 20 Hz cells are finer than emotion cues need."""
 
     def __init__(self, n_bins: int = 200, channels: tuple[int, ...] = (8, 16, 32, 64),
-                 out_dim: int | None = None):
+                 out_dim: int | None = None, input_pool: int = 1):
         super().__init__()
         self.scale = BinMinMax(n_bins)
+        self.input_pool = input_pool
         layers, c_in = [], 1
         for c in channels:
             layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
@@ -278,7 +281,10 @@ class SmallSpecCNN(nn.Module):
         return self
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        x = self.convs(self.scale(spec.float()).unsqueeze(1))     # (B, C, T', F')
+        x = self.scale(spec.float()).unsqueeze(1)
+        if self.input_pool > 1:
+            x = F.avg_pool2d(x, self.input_pool, ceil_mode=True)
+        x = self.convs(x)                                          # (B, C, T', F')
         x = torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)   # length-independent
         return x if self.proj is None else self.proj(x)
 

@@ -52,6 +52,7 @@ class CAMSERConfig:
     alexnet_weights: str = ALEXNET_IMAGENET_URL   # URL, local .pth path, or "random"
     image_size: tuple[int, int] = (256, 384)
     cnn_channels: tuple[int, ...] = (8, 16, 32, 64)
+    cnn_input_pool: int = 1            # average-pool the spectrogram by this factor before the CNN
     # SSL branch
     ssl_dim: int = 768
     ssl_frames: int = 149              # only binding for coattention=relu
@@ -168,7 +169,7 @@ class CAMSER(nn.Module):
                 if load_pretrained and cfg.alexnet_weights != "random":
                     load_alexnet_imagenet(self.spec_encoder.alexnet, cfg.alexnet_weights)
             else:
-                self.spec_encoder = SmallSpecCNN(cfg.spec_bins, cfg.cnn_channels)
+                self.spec_encoder = SmallSpecCNN(cfg.spec_bins, cfg.cnn_channels, input_pool=cfg.cnn_input_pool)
             self.spec_drop = nn.Dropout(p)
             self.spec_proj = nn.Linear(self.spec_encoder.out_dim, bd)
             n_branches += 1
@@ -206,12 +207,18 @@ class CAMSER(nn.Module):
             self.spec_encoder.fit(arrays)
         return self
 
+    def fit_mfcc(self, arrays: Iterable) -> "CAMSER":
+        """Fit the MFCC standardisation (``mfcc_norm: standard``) on TRAINING MFCCs; else a no-op."""
+        if self.config.use_mfcc and self.config.mfcc_norm == "standard":
+            self.mfcc_standardizer.fit(arrays)
+        return self
+
     def fit_normalizers(self, stores: dict, rows, chunk: int = 256) -> "CAMSER":
         """The training loop's hook: fit the spectrogram scaling (and the MFCC standardisation)
         on the training ``rows`` of the feature stores, read ``chunk`` sorted rows at a time."""
         rows = np.sort(np.asarray(rows))                 # sorted reads are sequential on a memmap
         if self.config.use_mfcc and self.config.mfcc_norm == "standard":
-            self.mfcc_standardizer.fit(stores["mfcc"].array[rows[i:i + chunk]] for i in range(0, len(rows), chunk))
+            self.fit_mfcc(stores["mfcc"].array[rows[i:i + chunk]] for i in range(0, len(rows), chunk))
         if not self.config.use_spec:
             return self
         store = stores.get("spectrogram", stores.get("spec"))

@@ -18,7 +18,8 @@ import torch
 from ..config import ExperimentConfig
 from ..models import build_model, required_inputs
 from ..reports.results import build_results, versions, write_json
-from .data import feature_dims, segment_set
+from ..errors import ConfigError
+from .data import AudioBatches, feature_dims, segment_set
 from .experiment import PreparedData, prepare_data
 from .protocols import make_folds
 from .trainer import fit, predict_segments, resolve_device, utterance_metrics
@@ -36,11 +37,35 @@ def _init_distributed(cfg: ExperimentConfig):
     return rank, world
 
 
+class FinetuneEncoder(torch.nn.Module):
+    """The SSL encoder as a trainable submodule: audio (B, samples) → frames, gradients included."""
+
+    def __init__(self, ssl):
+        super().__init__()
+        self.ssl = ssl
+        self.encoder = ssl.module          # registered: its parameters are trained
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.ssl.forward_torch(audio)
+
+
 def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
-    """A freshly initialised model for this data, identical for identical seeds."""
+    """A freshly initialised model for this data, identical for identical seeds; in finetune
+    mode with the (pretrained) encoder inside and a batch builder that adds raw audio."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    return build_model(cfg.model, len(data.labels), feature_dims(data.stores))
+    dims = feature_dims(data.stores)
+    if cfg.train.mode == "frozen":
+        return build_model(cfg.model, len(data.labels), dims), None
+    if cfg.train.mode != "finetune":
+        raise ConfigError(f"train.mode: {cfg.train.mode!r} is not one of frozen, finetune")
+    from ..features.ssl import SSLEncoder
+    seg_samples, _ = cfg.segments.samples(cfg.audio.sample_rate)
+    ssl = SSLEncoder(cfg.features.ssl, seg_samples, device=resolve_device(cfg.train.device),
+                     sample_rate=cfg.audio.sample_rate)
+    dims["ssl"] = tuple(ssl.output_shape)
+    model = build_model(cfg.model, len(data.labels), dims, encoder=FinetuneEncoder(ssl))
+    return model, AudioBatches(data.utterances, cfg)
 
 
 def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
@@ -53,7 +78,7 @@ def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_di
     val = segment_set(data.stores, fold.val_ids, label_of)
     test = segment_set(data.stores, fold.test_ids, label_of)
 
-    model = build_for_data(cfg, data, seed)
+    model, batch_fn = build_for_data(cfg, data, seed)
     if hasattr(model, "fit_normalizers"):      # e.g. spectrogram-image statistics: training split only
         model.fit_normalizers(data.stores, train.rows)
     model.to(device)
@@ -61,10 +86,11 @@ def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_di
     if ddp:
         wrapped = torch.nn.parallel.DistributedDataParallel(model)
     result = fit(wrapped, data.stores, train, val, data.labels, cfg.train, seed,
-                 checkpoint=fold_dir / "checkpoint.pt", log=log, rank=rank if ddp else 0,
-                 world_size=world if ddp else 1)
+                 checkpoint=fold_dir / "checkpoint.pt", log=log, batch_fn=batch_fn,
+                 rank=rank if ddp else 0, world_size=world if ddp else 1)
 
-    logp, emb = predict_segments(model, data.stores, test, cfg.train.batch_size, device, embeddings=True)
+    logp, emb = predict_segments(model, data.stores, test, cfg.train.batch_size, device,
+                                 batch_fn=batch_fn, embeddings=True)
     metrics, utt_ids, y_true, y_pred = utterance_metrics(logp, test, data.labels)
     entry = {"fold": fold.index, "seed": seed, "test_speakers": fold.test_speakers,
              "val_speakers": fold.val_speakers, "epochs": result.epochs, "best_epoch": result.best_epoch,
@@ -88,7 +114,10 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None
     started = time.time()
     if rank == 0:
         cfg.save(out / "config.yaml")
-    data = prepare_data(cfg, required_inputs(cfg.model), progress=progress and rank == 0)
+    inputs = required_inputs(cfg.model)
+    if cfg.train.mode == "finetune":        # SSL frames come from audio; MFCC rows index the segments
+        inputs = (inputs - {"ssl"}) | {"mfcc"}
+    data = prepare_data(cfg, inputs, progress=progress and rank == 0)
     folds = make_folds(data.utterances, cfg.protocol, folds_csv=cfg.corpus.folds_csv)
     ddp = world > 1 and cfg.train.distribute == "data"
     jobs = [(fold, r, seed) for fold in folds for r, seed in enumerate(cfg.train.seeds)]

@@ -76,3 +76,33 @@ def iterate_batches(n: int, batch_size: int, generator: torch.Generator | None =
             if len(idx) == 0:               # keep collectives in step: reuse one sample
                 idx = order[start:start + 1]
         yield idx
+
+
+class AudioBatches:
+    """Batch builder for fine-tuning: cached MFCC/spectrogram rows plus each segment's raw
+    audio (``audio``), cut from its utterance as the feature extractor did. Recently used
+    utterances stay decoded, so neighbouring segments don't reload the file."""
+
+    def __init__(self, utterances, cfg, keep: int = 256):
+        from ..features.extract import prepare_waveform
+        from ..audio import load_audio
+        self._paths = {u.id: u.path for u in utterances}
+        self._cfg = cfg
+        self._load = lambda uid: prepare_waveform(load_audio(self._paths[uid], cfg.audio.sample_rate), cfg)
+        self._cache: dict[str, np.ndarray] = {}
+        self._keep = keep
+
+    def _audio(self, uid: str) -> np.ndarray:
+        if uid not in self._cache:
+            if len(self._cache) >= self._keep:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[uid] = self._load(uid)
+        return self._cache[uid]
+
+    def __call__(self, stores, segs: SegmentSet, idx: np.ndarray) -> dict:
+        from ..segments import cut
+        batch = gather(stores, segs.rows[idx])
+        index = next(iter(stores.values())).index
+        batch["audio"] = torch.from_numpy(np.stack([cut(self._audio(segs.utterance_ids[i]), index[segs.rows[i]])
+                                                    for i in idx]))
+        return batch
