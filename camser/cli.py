@@ -1,7 +1,8 @@
 """The `camser` command: thin argument parsing over the package's layers.
 
-prepare → corpora · features → features · cv / ablation → training + reports · demo → all of it
-on a generated corpus. A user mistake prints one line (`camser: error: …`) and exits 2.
+prepare → corpora · features → features · cv / ablation / compare → training + reports · train / predict /
+evaluate / export-onnx → inference · serve → serve · demo → all of it on a generated corpus. A user
+mistake prints one line (`camser: error: …`) and exits 2.
 """
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -
         p.add_argument("config", help="experiment YAML file (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.lr=1e-4 (repeatable)")
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", default=None, help="the SSL encoder (hub id or folder), if not where "
+                                                   "the model folder says")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch-size", type=int, default=None, help="segments per forward pass")
 
 
 def cmd_prepare(a) -> int:
@@ -64,10 +72,97 @@ def cmd_ablation(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from .training.compare import run_compare
+    run_compare(a.configs, a.overrides, a.out)
+    return 0
+
+
 def cmd_synth(a) -> int:
     from .corpora.synthetic import generate_iemocap
     root = generate_iemocap(a.out, n_sessions=a.sessions, utterances_per_speaker=a.per_speaker, seed=a.seed)
     print(f"synthetic IEMOCAP-layout corpus: {root}")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from .config import load_config
+    from .inference.train import train_model
+    train_model(load_config(a.config, a.overrides), a.out)
+    return 0
+
+
+def cmd_predict(a) -> int:
+    """Exit status: 0 when at least one input was predicted (failures are reported per file on
+    stderr and in the output's error field), 2 when none was."""
+    from tqdm.auto import tqdm
+
+    from .inference.output import find_audio, render
+    from .inference.recognizer import EmotionRecognizer
+
+    files, problems = find_audio(a.paths)
+    recognizer = EmotionRecognizer.from_pretrained(a.model_dir, encoder=a.encoder, device=a.device,
+                                                   batch_size=a.batch_size, onnx=a.onnx)
+    results = list(problems)
+    for p in problems:
+        tqdm.write(f"camser: {p.error}", file=sys.stderr)
+    bar = tqdm(total=len(files), desc="predict", unit="file", file=sys.stderr, disable=len(files) < 2)
+    for p in recognizer.predict_iter(files, errors="return"):
+        if not p.ok:
+            tqdm.write(f"camser: {p.error}", file=sys.stderr)
+        results.append(p)
+        bar.update(1)
+    bar.close()
+    text = render(results, recognizer.labels, a.format, segments=a.segments)
+    if a.output:
+        Path(a.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    n_ok = sum(p.ok for p in results)
+    if n_ok < len(results):
+        print(f"camser: {len(results) - n_ok} of {len(results)} inputs failed", file=sys.stderr)
+    return 0 if n_ok else 2
+
+
+def cmd_serve(a) -> int:
+    try:
+        from .serve.app import serve
+    except ImportError as e:
+        raise CamserError(f"camser serve needs the serve extra ({e.name} is missing): "
+                          "pip install 'camser[serve]'") from None
+    from .inference.recognizer import EmotionRecognizer
+    if a.max_upload_mb <= 0:
+        raise CamserError(f"--max-upload-mb: must be positive, got {a.max_upload_mb:g}")
+    recognizer = EmotionRecognizer.from_pretrained(a.model_dir, encoder=a.encoder, device=a.device,
+                                                   batch_size=a.batch_size, onnx=a.onnx)
+    print(f"serving {a.model_dir} ({', '.join(recognizer.labels)}; {'onnx' if a.onnx else 'torch'}) "
+          f"on http://{a.host}:{a.port}/  (API: /v1/predict, /v1/model, /healthz, /docs)", file=sys.stderr)
+    serve(recognizer, host=a.host, port=a.port, max_upload_bytes=int(a.max_upload_mb * 1024 * 1024))
+    return 0
+
+
+def cmd_export_onnx(a) -> int:
+    from .inference.onnx_export import export_onnx
+    export_onnx(a.model_dir, a.out, source=a.source, quantize=a.quantize, encoder=a.encoder, opset=a.opset)
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .inference.evaluate import evaluate_model, summary_line
+    results = evaluate_model(a.model_dir, a.corpus, a.root, a.out, label_map=a.label_map,
+                             device=a.device, encoder=a.encoder, batch_size=a.batch_size)
+    print(summary_line(results))
+    print(f"results: {Path(a.out) / 'results.json'}  report: {Path(a.out) / 'report.html'}")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from .bench.runner import command_line, run_bench
+    report = run_bench(a.out, quick=a.quick, only=a.only, shared=a.shared, tmp=a.tmp, keep=a.keep,
+                       command=command_line(a))
+    for t in report["targets"]:
+        print(f"{t['status']:>12s}  {t['id']}: {t['value']} ({t['op']} {t['threshold']:g} {t['unit']})")
+    print(f"results: {Path(a.out) / 'bench.json'}  table: {Path(a.out) / 'bench.md'}")
     return 0
 
 
@@ -107,12 +202,94 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", nargs="*", default=None, help="only these rows (default: all 10)")
     s.set_defaults(func=cmd_ablation)
 
+    s = sub.add_parser("train", help="train one model on a whole corpus → MODEL_DIR, for new audio")
+    _add_config_args(s)
+    s.add_argument("--out", required=True, type=Path, help="model folder to write (rerun to resume)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("predict", help="emotion of audio files/folders with a trained model",
+                       description="Predict the emotion of audio files and folders (recursive) with a "
+                                   "model folder from `camser train`. Exit status 0 when at least one "
+                                   "input was predicted (the others are reported one line each on "
+                                   "stderr and carry an error field), 2 when none was.")
+    s.add_argument("model_dir", type=Path, help="folder written by `camser train`")
+    s.add_argument("paths", nargs="+", help="audio files and/or folders")
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
+    s.add_argument("--segments", action="store_true", help="table/csv: the per-segment timeline too "
+                                                           "(JSON always has it)")
+    s.add_argument("--onnx", type=Path, default=None, metavar="FILE",
+                   help="run this ONNX file (from `camser export-onnx`) with onnxruntime instead of torch; "
+                        "MODEL_DIR still supplies the labels and feature settings")
+    _add_runtime_args(s)
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("serve", help="an HTTP service (and a web page) for a trained model",
+                       description="Serve a model folder over HTTP: POST /v1/predict (multipart field "
+                                   "'file'), GET /v1/model, GET /healthz, the OpenAPI schema at "
+                                   "/openapi.json and an upload/record page at /. Needs the serve extra.")
+    s.add_argument("model_dir", type=Path, help="folder written by `camser train`")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (MB)")
+    s.add_argument("--onnx", type=Path, default=None, metavar="FILE",
+                   help="run this ONNX file (from `camser export-onnx`) instead of the torch model")
+    _add_runtime_args(s)
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("export-onnx", help="export a trained model to ONNX (optionally int8-quantised)",
+                       description="Export a model folder to an ONNX file with a dynamic batch axis and "
+                                   "check it against PyTorch. --from features: inputs are the model's "
+                                   "(mfcc, spec, ssl frames); --from audio: the SSL encoder is inside the "
+                                   "graph (inputs mfcc, spec and the segment's audio). Needs the onnx extra.")
+    s.add_argument("model_dir", type=Path, help="folder written by `camser train`")
+    s.add_argument("out", type=Path, help="the ONNX file to write (OUT.onnx)")
+    s.add_argument("--from", dest="source", choices=("features", "audio"), default="features",
+                   help="graph inputs: the model's features, or audio with the SSL encoder inside")
+    s.add_argument("--quantize", choices=("int8",), default=None, help="dynamic int8 quantisation (onnxruntime)")
+    s.add_argument("--opset", type=int, default=18, help="ONNX opset (at least 17)")
+    s.add_argument("--encoder", default=None, help="the SSL encoder (hub id or folder), if not where "
+                                                   "the model folder says")
+    s.set_defaults(func=cmd_export_onnx)
+
+    s = sub.add_parser("evaluate", help="score a trained model on another corpus → DIR/results.json")
+    s.add_argument("model_dir", type=Path, help="folder written by `camser train`")
+    s.add_argument("--corpus", required=True, help="iemocap | ravdess | cremad | emodb | tess | csv")
+    s.add_argument("--root", required=True, help="corpus folder (for csv: the manifest CSV file)")
+    s.add_argument("--label-map", default=None, help="YAML/JSON {corpus label: model label} (null drops); "
+                                                     "default: same names and common aliases")
+    s.add_argument("--out", required=True, type=Path)
+    _add_runtime_args(s)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("compare", help="several systems (one YAML each) on identical folds → one table")
+    s.add_argument("configs", nargs="+", metavar="CONFIG", help="experiment YAML files, one per system")
+    _add_config_args(s, config_required=False)
+    s.add_argument("--out", required=True, type=Path, help="DIR: each system runs into DIR/<config name>/; "
+                   "the table is DIR/compare.md + compare.json")
+    s.set_defaults(func=cmd_compare)
+
     s = sub.add_parser("synth", help="write a synthetic corpus in IEMOCAP's layout")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--sessions", type=int, default=3)
     s.add_argument("--per-speaker", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("bench", help="measure speed and memory → DIR/bench.json + DIR/bench.md (targets met/missed)",
+                       description="Measure feature extraction, training and inference speed and peak memory "
+                                   "against the targets (camser/bench/targets.py). The full run takes a while "
+                                   "and wants a quiet machine; --quick is a smoke test of seconds.")
+    s.add_argument("--out", required=True, type=Path, help="output folder")
+    s.add_argument("--quick", action="store_true", help="tiny sizes and models (smoke test; figures meaningless)")
+    s.add_argument("--only", action="append", default=None, metavar="NAMES",
+                   help="comma-separated measurements or groups (features, training, inference; "
+                        "see camser/bench/__init__.py); repeatable")
+    s.add_argument("--shared", type=Path, default=None, help="the shared data folder (default: ../shared)")
+    s.add_argument("--tmp", type=Path, default=None, help="scratch folder for models and synthetic feature "
+                                                          "stores (a full run writes ~40 GB; default: system temp)")
+    s.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="the whole chain on a generated corpus, offline, in a few minutes")
     s.add_argument("--out", type=Path, default=Path("camser-demo"))

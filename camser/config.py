@@ -48,6 +48,7 @@ class AudioConfig:
 class SegmentsConfig:
     length_s: float = 3.0
     hop_s: float | None = None     # null → length_s (non-overlapping)
+    last: str = "pad"              # pad (the paper: zero-pad the last segment) | align (end it at the audio's end)
 
     def samples(self, sr: int) -> tuple[int, int]:
         length = int(round(self.length_s * sr))
@@ -72,6 +73,25 @@ class SpectrogramConfig:
 
 
 @dataclass
+class ChromaConfig:
+    n_chroma: int = 12
+    n_fft: int = 2048              # librosa's default (128 ms at 16 kHz: chroma needs the resolution)
+    hop_length: int = 160
+    tuning: float | None = 0.0     # in fractions of a chroma bin; null → librosa estimates it per segment
+
+
+@dataclass
+class MelSpecConfig:
+    n_mels: int = 128
+    n_fft: int = 1024
+    win_length: int = 400          # 25 ms window, zero-padded to n_fft
+    hop_length: int = 160
+    fmin: float = 0.0
+    fmax: float | None = None      # null → sr / 2
+    db: bool = True                # log power in dB (ref 1.0, no top_db clipping); false → power
+
+
+@dataclass
 class SSLConfig:
     model: str = "facebook/wav2vec2-base"   # hub id or local folder
     layer: int | str = "last"               # "last", an index into hidden_states, "all", "mean"
@@ -82,10 +102,12 @@ class SSLConfig:
 
 @dataclass
 class FeaturesConfig:
-    kinds: list[str] = field(default_factory=lambda: ["mfcc", "spectrogram", "ssl"])
+    kinds: list[str] = field(default_factory=lambda: ["mfcc", "spectrogram", "ssl"])   # + chroma, melspec
     mfcc: MFCCConfig = field(default_factory=MFCCConfig)
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
+    chroma: ChromaConfig = field(default_factory=ChromaConfig)
+    melspec: MelSpecConfig = field(default_factory=MelSpecConfig)
     cache_dir: str | None = None            # null → <prepared>/cache
 
 
@@ -259,6 +281,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = _deep_merge(raw, data)
     raw = apply_overrides(raw, overrides or [])
     cfg = from_dict(ExperimentConfig, raw)
+    if cfg.segments.last not in ("pad", "align"):
+        raise ConfigError(f"segments.last: {cfg.segments.last!r} is not one of pad, align")
     if "name" not in cfg.model:
         raise ConfigError("model.name: missing (e.g. camser)")
     return cfg

@@ -1,7 +1,9 @@
 """`camser demo`: the whole chain, offline, on a generated corpus in IEMOCAP's layout.
 
 synthetic corpus → prepare (manifest) → cached features (MFCC, spectrogram, SSL frames) →
-leave-one-session-out cross-validation of the CPU-practical CA-MSER → results.json + report.
+leave-one-session-out cross-validation of the CPU-practical CA-MSER → results.json + report →
+a model trained on the whole corpus (``camser train``) → its prediction for a newly generated
+recording by an unseen voice (``camser predict``).
 
 No pretrained encoder can be downloaded offline, so unless ``encoder`` names one (a local
 Hugging Face folder), the SSL level comes from a small randomly initialised wav2vec2: the demo
@@ -30,20 +32,45 @@ def tiny_wav2vec2(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def tiny_bert(folder: Path, words=(), seed: int = 0) -> Path:
+    """A small random-weight BERT (hidden 32, 2 layers) with a WordPiece vocabulary of the
+    special tokens, ``words`` and the letters, saved as a Hugging Face folder with its
+    tokenizer: the offline stand-in for ``model.text_encoder`` (tests, demos)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = Path(folder)
+    if (folder / "config.json").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", "!", "'",
+             *dict.fromkeys(w.lower() for w in words), *letters, *(f"##{c}" for c in letters)]
+    vocab = list(dict.fromkeys(vocab))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    # the vocabulary file positionally: transformers 4 calls it vocab_file, 5 calls it vocab
+    BertTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
 def run_demo(out_dir: str | Path, quick: bool = False, encoder: str | None = None, log=print) -> dict:
     from .corpora import scan_corpus, summarize, write_manifest
     from .corpora.synthetic import generate_iemocap
     from .training.cv import run_cv
 
     out = Path(out_dir)
-    log("1/4 generating a synthetic corpus in IEMOCAP's layout")
+    log("1/5 generating a synthetic corpus in IEMOCAP's layout")
     root = generate_iemocap(out / "corpus", n_sessions=3, utterances_per_speaker=16 if quick else 24, seed=0)
-    log("2/4 preparing (scan → manifest)")
+    log("2/5 preparing (scan → manifest)")
     scan = scan_corpus("iemocap", root)
     write_manifest(out / "prepared", scan.utterances, scan.skipped)
     log(summarize(scan.utterances, scan.skipped))
     encoder = encoder or str(tiny_wav2vec2(out / "encoder"))
-    log(f"3/4 features + 4/4 cross-validation (SSL encoder: {encoder})")
+    log(f"3/5 features + 4/5 cross-validation (SSL encoder: {encoder})")
     cfg = load_config(Path(__file__).parent / "configs" / "demo.yaml", data={
         "corpus": {"prepared": str(out / "prepared")},
         "features": {"ssl": {"model": encoder}},
@@ -51,6 +78,37 @@ def run_demo(out_dir: str | Path, quick: bool = False, encoder: str | None = Non
     })
     results = run_cv(cfg, out / "run", log=log)
     s = results["summary"]
-    log(f"demo done: UA {100 * s['ua_mean']:.1f} %, WA {100 * s['wa_mean']:.1f} % over "
+    log(f"cross-validation: UA {100 * s['ua_mean']:.1f} %, WA {100 * s['wa_mean']:.1f} % over "
         f"{len(results['folds'])} folds (chance 25 %) — report: {out / 'run' / 'report.html'}")
+    log("5/5 a model on the whole corpus (camser train), then a new recording (camser predict)")
+    predict_new_recording(cfg, out, log)
+    log(f"demo done — model folder: {out / 'model'}")
     return results
+
+
+def predict_new_recording(cfg, out: Path, log=print):
+    """Train ``out/model`` on the whole demo corpus (reused when it is there already), write a
+    new angry-sounding recording by a voice the corpus doesn't have and print its prediction."""
+    import numpy as np
+    import soundfile as sf
+
+    from .corpora.synthetic import Voice, synthesize
+    from .inference.model_dir import META
+    from .inference.recognizer import EmotionRecognizer
+    from .inference.train import train_model
+
+    model_dir = out / "model"
+    if (model_dir / META).exists():
+        recognizer = EmotionRecognizer.from_pretrained(model_dir)
+    else:
+        recognizer = train_model(cfg, model_dir, log=log)
+    rng = np.random.default_rng(2024)
+    wav = out / "new_recording.wav"
+    voice = Voice(f0_hz=195.0, formant_scale=1.12, open_quotient_shift=0.02)   # no corpus speaker
+    sf.write(wav, synthesize("ang", voice, rng, duration_s=7.5), 16_000, subtype="PCM_16")
+    p = recognizer.predict(wav)
+    probs = ", ".join(f"{k} {v:.2f}" for k, v in p.probabilities.items())
+    log(f"{wav} (spoken as ang): predicted {p.label} ({probs})")
+    for seg in p.segments:
+        log(f"  {seg.start_s:4.1f}–{seg.end_s:4.1f} s  {seg.label}  {seg.probabilities[seg.label]:.2f}")
+    return p

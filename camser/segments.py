@@ -8,22 +8,34 @@ import numpy as np
 from .types import Segment
 
 
-def segment_bounds(n_samples: int, segment_samples: int, hop_samples: int | None = None) -> list[tuple[int, int]]:
-    """``[(start, end), ...]`` covering ``n_samples``; the last window may end past the audio
-    (to be zero-padded). ``hop_samples < segment_samples`` gives overlapping windows."""
+LAST_SEGMENT = ("pad", "align")
+
+
+def segment_bounds(n_samples: int, segment_samples: int, hop_samples: int | None = None,
+                   last: str = "pad") -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` covering ``n_samples``. ``hop_samples < segment_samples`` gives
+    overlapping windows. The last window: ``"pad"`` (the paper) may end past the audio and is
+    zero-padded; ``"align"`` ends exactly at the end of the audio, overlapping its predecessor,
+    so a 3.7 s clip gives two full windows instead of one with 2.3 s of padding. Audio shorter
+    than one window is padded either way."""
     hop = hop_samples or segment_samples
     if segment_samples <= 0 or hop <= 0:
         raise ValueError("segment and hop lengths must be positive")
+    if last not in LAST_SEGMENT:
+        raise ValueError(f"last must be one of {LAST_SEGMENT}, got {last!r}")
     if n_samples <= segment_samples:
         return [(0, segment_samples)]
     n = 1 + math.ceil((n_samples - segment_samples) / hop)
-    return [(i * hop, i * hop + segment_samples) for i in range(n)]
+    bounds = [(i * hop, i * hop + segment_samples) for i in range(n)]
+    if last == "align" and bounds[-1][1] > n_samples:
+        bounds[-1] = (n_samples - segment_samples, n_samples)
+    return bounds
 
 
 def segment_utterance(utterance_id: str, n_samples: int, segment_samples: int,
-                      hop_samples: int | None = None) -> list[Segment]:
+                      hop_samples: int | None = None, last: str = "pad") -> list[Segment]:
     return [Segment(utterance_id, i, s, e)
-            for i, (s, e) in enumerate(segment_bounds(n_samples, segment_samples, hop_samples))]
+            for i, (s, e) in enumerate(segment_bounds(n_samples, segment_samples, hop_samples, last))]
 
 
 def cut(y: np.ndarray, segment: Segment) -> np.ndarray:

@@ -36,3 +36,11 @@ def test_segment_waveform_shape():
 def test_bad_lengths():
     with pytest.raises(ValueError):
         segment_bounds(10, 0)
+
+
+def test_align_last_segment_ends_at_the_audio_end():
+    assert segment_bounds(59_200, 48_000, last="align") == [(0, 48_000), (11_200, 59_200)]
+    assert segment_bounds(96_000, 48_000, last="align") == [(0, 48_000), (48_000, 96_000)]
+    assert segment_bounds(10_000, 48_000, last="align") == [(0, 48_000)]     # shorter than a window: padded
+    with pytest.raises(ValueError):
+        segment_bounds(10, 5, last="wrap")

@@ -299,3 +299,18 @@ def test_sigkilled_extraction_resumes_to_identical_arrays(corpus, tiny_w2v, tmp_
     assert 0 < len(calls) < len(corpus)
     for kind in clean:
         np.testing.assert_array_equal(resumed[kind].array, clean[kind].array)
+
+
+def test_read_rows_equals_memmap_rows(tmp_path):
+    from camser.features.store import FeatureStore
+    from camser.types import Segment
+    index = [Segment("u", i, 0, 1) for i in range(20)]
+    store = FeatureStore.create(tmp_path / "ssl-x", "ssl", index, (3, 4), np.float16)
+    values = np.random.default_rng(0).standard_normal((20, 3, 4)).astype(np.float16)
+    store.write(slice(0, 20), values)
+    store.mark_done(slice(0, 20))
+    store.finalize()
+    reopened = FeatureStore.open(tmp_path / "ssl-x")
+    rows = np.array([0, 5, 6, 19])
+    np.testing.assert_array_equal(reopened.read_rows(rows), values[rows])
+    np.testing.assert_array_equal(reopened.read_rows(rows), np.asarray(reopened.array[rows]))

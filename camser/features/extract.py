@@ -21,6 +21,8 @@ from ..config import ExperimentConfig
 from ..errors import AudioError, CamserError
 from ..segments import cut, segment_utterance
 from ..types import Segment, Utterance
+from .chroma import chroma_segments
+from .melspec import melspec_segments
 from .mfcc import mfcc_segments, n_frames_for
 from .spectrogram import spectrogram_segments
 from .ssl import SSLEncoder
@@ -63,7 +65,7 @@ def _table(utterances: Sequence[Utterance], cfg: ExperimentConfig) -> tuple[list
             raise AudioError(u.path, f"too short ({n / sr:.3f} s < minimum {cfg.audio.min_duration_s:g} s)")
         lengths.append(n)
         offsets.append(len(table))
-        table.extend(segment_utterance(u.id, n, seg_len, hop))
+        table.extend(segment_utterance(u.id, n, seg_len, hop, cfg.segments.last))
     offsets.append(len(table))
     return table, lengths, offsets
 
@@ -91,7 +93,8 @@ def prepare_waveform(y: np.ndarray, cfg: ExperimentConfig, n_samples: int | None
 # ---------------------------------------------------------------------- per-utterance features
 
 def frames_per_segment(kind: str, cfg: ExperimentConfig) -> int:
-    """Frames per segment for mfcc/spectrogram: ``segment_samples // hop_length``."""
+    """Frames per segment for the frame kinds computed here (mfcc, spectrogram, chroma,
+    melspec): ``segment_samples // hop_length``."""
     seg_len, _ = cfg.segments.samples(cfg.audio.sample_rate)
     return n_frames_for(seg_len, getattr(cfg.features, kind).hop_length)
 
@@ -108,6 +111,10 @@ def compute_features(y: np.ndarray, segments: Sequence[Segment], cfg: Experiment
         elif kind == "spectrogram":
             out[kind] = spectrogram_segments(y, segments, sr, cfg.features.spectrogram,
                                              frames_per_segment(kind, cfg))
+        elif kind == "chroma":
+            out[kind] = chroma_segments(y, segments, sr, cfg.features.chroma, frames_per_segment(kind, cfg))
+        elif kind == "melspec":
+            out[kind] = melspec_segments(y, segments, sr, cfg.features.melspec, frames_per_segment(kind, cfg))
         elif kind == "ssl":
             if encoder is None:
                 raise ValueError("compute_features: kind 'ssl' needs an SSLEncoder")
@@ -179,7 +186,8 @@ def _create_store(kind: str, path: Path, h: str, table: list[Segment], utterance
         extra = {"encoder": encoder.describe()}
     else:
         n = frames_per_segment(kind, cfg)
-        width = cfg.features.mfcc.n_mfcc if kind == "mfcc" else cfg.features.spectrogram.n_bins
+        width = {"mfcc": cfg.features.mfcc.n_mfcc, "spectrogram": cfg.features.spectrogram.n_bins,
+                 "chroma": cfg.features.chroma.n_chroma, "melspec": cfg.features.melspec.n_mels}[kind]
         shape, dtype, extra = (n, width), np.float32, {}
     extra["corpus"] = {"n_utterances": len(utterances), "n_segments": len(table),
                        "fingerprint": corpus_fingerprint(utterances)}

@@ -242,11 +242,12 @@ def _looks_local(model: str) -> bool:
             or os.sep != "/" and os.sep in model)
 
 
-def _from_hub_or_folder(load: Callable, model: str, what: str):
-    """Call ``load(model)`` quietly, turning the usual failures into one-line CamserErrors."""
+def _from_hub_or_folder(load: Callable, model: str, what: str, field: str = "features.ssl.model"):
+    """Call ``load(model)`` quietly, turning the usual failures into one-line CamserErrors that
+    name the config ``field`` the model came from."""
     path = Path(os.path.expanduser(model))
     if _looks_local(model) and not path.exists():
-        raise ConfigError(f"features.ssl.model: {model}: no such folder")
+        raise ConfigError(f"{field}: {model}: no such folder")
     try:
         with _quiet_transformers():
             return load(str(path) if path.exists() else model)
@@ -254,13 +255,13 @@ def _from_hub_or_folder(load: Callable, model: str, what: str):
         raise
     except Exception as e:
         if path.is_dir():
-            raise CamserError(f"features.ssl.model: could not load the {what} from folder {model} "
+            raise CamserError(f"{field}: could not load the {what} from folder {model} "
                               f"({_first_line(e)})") from None
         if _is_download_failure(e):
             raise CamserError(
-                f"features.ssl.model: could not download '{model}' from the Hugging Face hub (offline? "
+                f"{field}: could not download '{model}' from the Hugging Face hub (offline? "
                 f"no such local folder either); download it where the hub is reachable and pass the "
-                f"folder with --set features.ssl.model=/path/to/folder") from None
+                f"folder with --set {field}=/path/to/folder") from None
         raise
 
 

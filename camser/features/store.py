@@ -31,7 +31,7 @@ from ..types import Segment, Utterance
 
 FORMAT_VERSION = 1          # bump when the feature computation changes: old caches are not reused
 DATA, INDEX, META, DONE, MARKER = "data.npy", "index.csv", "meta.json", "done.npy", "COMPLETE"
-KINDS = ("mfcc", "spectrogram", "ssl")
+KINDS = ("mfcc", "spectrogram", "ssl", "chroma", "melspec")
 
 
 # ---------------------------------------------------------------------- naming
@@ -99,6 +99,11 @@ class FeatureStore:
         self.writable = writable
         self._rows: dict[str, list[int]] | None = None
         self._row_of: dict[tuple[str, int], int] | None = None
+        self._fd: int | None = None                 # for read_rows
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
 
     # ------------------------------------------------------------------ opening
 
@@ -200,6 +205,27 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (sorted ascending) copied out with positioned reads, not through the
+        memory map: pages read this way stay in the OS page cache without counting towards this
+        process's resident memory, so a training epoch over a cache larger than the RAM budget
+        keeps a flat RSS."""
+        rows = np.asarray(rows, dtype=np.int64)
+        arr = self.array
+        out = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
+        if not isinstance(arr, np.memmap):                 # an in-memory store (tests)
+            out[:] = arr[rows]
+            return out
+        row_bytes = out[0].nbytes if len(rows) else 0
+        if self._fd is None:
+            self._fd = os.open(arr.filename, os.O_RDONLY)
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        for i, r in enumerate(rows):
+            n = os.preadv(self._fd, [flat[i]], arr.offset + int(r) * row_bytes)
+            if n != row_bytes:
+                raise CamserError(f"{self.path / DATA}: short read at row {r} (truncated cache?)")
+        return out
 
     def rows_of(self, utterance_id: str) -> list[int]:
         """Rows of an utterance's segments, in segment order ([] if unknown)."""

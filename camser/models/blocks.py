@@ -329,14 +329,21 @@ class BiLSTMEncoder(nn.Module):
 
 class LayerWeights(nn.Module):
     """SUPERB-style learnable softmax weights over stacked hidden layers: ``(B, L, T, D)`` →
-    ``(B, T, D)``. Inputs already ``(B, T, D)`` pass through unchanged."""
+    ``(B, T, D)``. Inputs already ``(B, T, D)`` pass through unchanged.
 
-    def __init__(self, n_layers: int | None):
+    ``layer_norm=True`` normalises each layer's frames (no parameters) first, as SUPERB does:
+    hidden states of different depths differ in scale by orders of magnitude (Whisper's
+    embeddings vs its upper layers), which otherwise swamps the learned weights."""
+
+    def __init__(self, n_layers: int | None, layer_norm: bool = False):
         super().__init__()
         self.n_layers = n_layers
+        self.layer_norm = layer_norm
         self.weights = nn.Parameter(torch.zeros(n_layers)) if n_layers else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layer_norm:
+            x = F.layer_norm(x, x.shape[-1:])
         if x.dim() == 3:
             return x
         if self.weights is None or x.shape[1] != self.n_layers:
@@ -399,3 +406,99 @@ class CoAttention(nn.Module):
         w = self.weights(query, frames, mask)
         pooled = torch.einsum("bt,btd->bd", w, frames)
         return F.relu(self.proj(self.out_drop(pooled))), pooled, w
+
+
+# ---------------------------------------------------------------- frame masks and windows (baselines)
+
+def frame_mask(valid: torch.Tensor | None, n_frames: int, batch: int | None = None,
+               device=None) -> torch.Tensor:
+    """``(B, n_frames)`` True for frames of real audio: the first ``ceil(valid · n_frames)``
+    (at least 1), where ``valid`` ``(B,)`` is the real-audio fraction of each segment (the
+    batch's ``valid`` key); all True when ``valid`` is None."""
+    if valid is None:
+        return torch.ones(batch, n_frames, dtype=torch.bool, device=device)
+    n = (valid.float() * n_frames).ceil().clamp(1, n_frames)
+    return torch.arange(n_frames, device=valid.device).unsqueeze(0) < n.unsqueeze(1)
+
+
+def window_starts(n_valid: torch.Tensor, window: int, hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation windows covering each item's real frames: ``k_i = ceil((n_i − W) / hop) + 1``
+    windows spread evenly from frame 0 to ``n_i − W`` (one at 0 when ``n_i ≤ W``), so the last
+    ends exactly at the last real frame. → ``starts`` ``(B, K)`` and ``mask`` ``(B, K)``
+    (K = the largest ``k_i``; masked entries are 0)."""
+    span = (n_valid - window).clamp_min(0)
+    k = torch.div(span + hop - 1, hop, rounding_mode="floor") + 1
+    j = torch.arange(int(k.max()), device=n_valid.device).unsqueeze(0)
+    mask = j < k.unsqueeze(1)
+    starts = torch.round(j * span.unsqueeze(1).float() / (k - 1).clamp_min(1).unsqueeze(1).float()).long()
+    return torch.where(mask, starts, torch.zeros_like(starts)), mask
+
+
+def take_windows(x: torch.Tensor, starts: torch.Tensor, window: int) -> torch.Tensor:
+    """``x`` ``(B, T, D)``, ``starts`` ``(B, K)`` → ``(B, K, window, D)`` (a gather, no copy of
+    the full unfolded tensor)."""
+    offsets = starts.unsqueeze(-1) + torch.arange(window, device=x.device)          # (B, K, W)
+    idx = offsets.reshape(x.shape[0], -1, 1).expand(-1, -1, x.shape[-1])
+    return torch.gather(x, 1, idx).reshape(x.shape[0], starts.shape[1], window, x.shape[-1])
+
+
+def sinusoidal_positions(n: int, dim: int, device=None) -> torch.Tensor:
+    """``(n, dim)`` fixed sine/cosine position encodings (Vaswani et al.)."""
+    pos = torch.arange(n, device=device, dtype=torch.float32).unsqueeze(1)
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10_000.0) / dim))
+    out = torch.zeros(n, dim, device=device)
+    out[:, 0::2] = torch.sin(pos * freq)
+    out[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return out
+
+
+# ---------------------------------------------------------------- heads and attention (baselines)
+
+class ClassifierHead(nn.Module):
+    """The MLP every baseline ends in: ``in_dim`` → [Linear → ReLU → Dropout] × (layers − 1) →
+    Linear → ``n_classes`` (``layers=2``: one hidden layer of ``hidden`` units)."""
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 128, layers: int = 2, dropout: float = 0.1):
+        super().__init__()
+        mods, d = [], in_dim
+        for _ in range(max(layers, 1) - 1):
+            mods += [nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            d = hidden
+        mods.append(nn.Linear(d, n_classes))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-norm cross-attention: ``x ← x + MHA(LN(x), LN(y), LN(y))``, then
+    ``x ← x + FFN(LN(x))``. ``y_mask`` ``(B, T_y)`` True = a real key."""
+
+    def __init__(self, dim: int, heads: int = 4, ffn_dim: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, y_mask: torch.Tensor | None = None) -> torch.Tensor:
+        kv = self.norm_kv(y)
+        pad = None if y_mask is None else ~y_mask.bool()
+        h, _ = self.attn(self.norm_q(x), kv, kv, key_padding_mask=pad, need_weights=False)
+        x = x + self.drop(h)
+        return x + self.drop(self.ff(self.norm_ff(x)))
+
+
+class GroupWiseLinear(nn.Module):
+    """Query2Label's output layer: one linear unit per class on that class's query embedding,
+    ``(B, C, D)`` → ``(B, C)`` logits."""
+
+    def __init__(self, n_classes: int, dim: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(dim)
+        self.weight = nn.Parameter(torch.empty(n_classes, dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n_classes).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.weight).sum(-1) + self.bias

@@ -40,6 +40,7 @@ class CAMSERConfig:
     # MFCC branch
     mfcc_dim: int = 40
     mfcc_frames: int = 300             # only binding for mfcc_pool=flatten
+    mfcc_time_pool: int = 1            # average-pool MFCC frames by this factor before the LSTM (fewer sequential steps)
     mfcc_norm: str = "l2"              # l2 (published: each frame L2-normalised) | standard (fitted on train) | none
     lstm_hidden: int = 256             # per direction
     lstm_layers: int = 2
@@ -57,6 +58,7 @@ class CAMSERConfig:
     ssl_dim: int = 768
     ssl_frames: int = 149              # only binding for coattention=relu
     ssl_layers: int | None = None      # L for a stacked-layers input (B, L, T, D)
+    ssl_layer_norm: bool = False       # normalise each SSL layer's frames before weighting (SUPERB)
     coattention: str = "relu"          # relu (published) | softmax (length-independent) | none (mean pool)
     attn_dim: int = 128                # query/key size for coattention=softmax
     # which levels are used
@@ -78,7 +80,7 @@ class CAMSERConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name}: {getattr(self, name)!r} is not one of "
                                   f"{', '.join(allowed)}")
-        for name in ("n_classes", "mfcc_dim", "mfcc_frames", "lstm_hidden", "lstm_layers",
+        for name in ("n_classes", "mfcc_dim", "mfcc_frames", "mfcc_time_pool", "cnn_input_pool", "lstm_hidden", "lstm_layers",
                      "spec_bins", "spec_frames", "ssl_dim", "ssl_frames", "attn_dim",
                      "branch_dim", "head_hidden"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -111,7 +113,8 @@ class CAMSERConfig:
 PRESETS: dict[str, dict] = {
     "paper": {},
     "cpu": {"spec_encoder": "cnn", "lstm_hidden": 64, "lstm_layers": 1, "lstm_dropout": 0.0,
-            "mfcc_pool": "mean", "mfcc_norm": "standard", "coattention": "softmax"},
+            "mfcc_pool": "mean", "mfcc_norm": "standard", "cnn_input_pool": 2, "mfcc_time_pool": 3, "coattention": "softmax",
+            "ssl_layer_norm": True},
 }
 
 # The 10 rows of Table 2. Rows without "+coatt" mean-pool the SSL frames; "+coatt" rows keep
@@ -160,7 +163,8 @@ class CAMSER(nn.Module):
             if cfg.mfcc_norm == "standard":
                 self.mfcc_standardizer = Standardizer(cfg.mfcc_dim)
             self.mfcc_encoder = BiLSTMEncoder(cfg.mfcc_dim, cfg.lstm_hidden, cfg.lstm_layers,
-                                              cfg.lstm_dropout, cfg.mfcc_pool, cfg.mfcc_frames, bd, p)
+                                              cfg.lstm_dropout, cfg.mfcc_pool,
+                                              -(-cfg.mfcc_frames // cfg.mfcc_time_pool), bd, p)
             n_branches += 1
 
         if cfg.use_spec:
@@ -175,7 +179,7 @@ class CAMSER(nn.Module):
             n_branches += 1
 
         if cfg.use_ssl:
-            self.layer_weights = LayerWeights(cfg.ssl_layers)
+            self.layer_weights = LayerWeights(cfg.ssl_layers, cfg.ssl_layer_norm)
             if cfg.coattention == "none":
                 self.w2e_drop = nn.Dropout(p)
                 self.w2e_proj = nn.Linear(cfg.ssl_dim, bd)
@@ -255,6 +259,8 @@ class CAMSER(nn.Module):
                 mfcc = F.normalize(mfcc, p=2, dim=-1)
             elif cfg.mfcc_norm == "standard":
                 mfcc = self.mfcc_standardizer(mfcc)
+            if cfg.mfcc_time_pool > 1:
+                mfcc = F.avg_pool1d(mfcc.transpose(1, 2), cfg.mfcc_time_pool, ceil_mode=True).transpose(1, 2)
             emb["mfcc"] = self.mfcc_encoder(mfcc)
 
         if cfg.use_spec:

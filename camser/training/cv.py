@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from ..config import ExperimentConfig
-from ..models import build_model, required_inputs
+from ..models import build_model, model_kind, required_inputs
 from ..reports.results import build_results, versions, write_json
 from ..errors import ConfigError
 from .data import AudioBatches, feature_dims, segment_set
+from .metrics import compute_metrics
 from .experiment import PreparedData, prepare_data
 from .protocols import make_folds
 from .trainer import fit, predict_segments, resolve_device, utterance_metrics
@@ -49,14 +50,33 @@ class FinetuneEncoder(torch.nn.Module):
         return self.ssl.forward_torch(audio)
 
 
+def data_inputs(cfg: ExperimentConfig) -> set[str]:
+    """The batch keys to extract into the cache for ``cfg``'s model. In finetune mode SSL frames
+    come from audio, and MFCC rows index the segments even when the model doesn't read them."""
+    inputs = required_inputs(cfg.model)
+    if cfg.train.mode == "finetune":
+        inputs = (inputs - {"ssl"}) | {"mfcc"}
+    return inputs
+
+
 def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
-    """A freshly initialised model for this data, identical for identical seeds; in finetune
-    mode with the (pretrained) encoder inside and a batch builder that adds raw audio."""
+    """A freshly initialised model for this data, identical for identical seeds, and the batch
+    builder it needs (None: cached features). In finetune mode the (pretrained) encoder is
+    inside and the batch builder adds raw audio; a frozen model with a ``batch_builder(data,
+    cfg)`` method supplies its own (extra keys: ``valid``, ``text``). ``sklearn``-kind models
+    (:class:`~camser.models.classic.UtteranceModel`) come back with None."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     dims = feature_dims(data.stores)
+    dims.update({k: tuple(s.array.shape[1:]) for k, s in data.utterance_stores.items()})
+    if model_kind(cfg.model) == "sklearn":
+        if cfg.train.mode != "frozen":
+            raise ConfigError(f"train.mode: {cfg.train.mode} needs a network; model.name "
+                              f"{cfg.model['name']} is fitted on cached features (use frozen)")
+        return build_model(cfg.model, len(data.labels), dims, seed=seed), None
     if cfg.train.mode == "frozen":
-        return build_model(cfg.model, len(data.labels), dims), None
+        model = build_model(cfg.model, len(data.labels), dims)
+        return model, (model.batch_builder(data, cfg) if hasattr(model, "batch_builder") else None)
     if cfg.train.mode != "finetune":
         raise ConfigError(f"train.mode: {cfg.train.mode!r} is not one of frozen, finetune")
     from ..features.ssl import SSLEncoder
@@ -68,36 +88,88 @@ def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
     return model, AudioBatches(data.utterances, cfg)
 
 
-def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
-             log: Callable[[str], None], rank: int = 0, world: int = 1, ddp: bool = False) -> dict:
-    """Train on ``fold``'s training speakers, pick the epoch on its validation set, test."""
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.train.device)
+def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, checkpoint: Path | None,
+                log: Callable[[str], None], rank: int = 0, world: int = 1, ddp: bool = False):
+    """Build the model under ``seed``, fit its normalisers on ``fold``'s training rows and train
+    it with early stopping on ``fold``'s validation speakers (``fold.test_ids`` is not read).
+
+    Shared by cross-validation and by ``camser train`` (one split over the whole corpus).
+    Returns ``(model, fit_result, batch_fn)``: the unwrapped model on the training device with
+    the best epoch's weights, and the batch builder it needs (None: cached features)."""
+    if model_kind(cfg.model) != "torch":
+        raise ConfigError(f"model.name: {cfg.model['name']} is not a network trained by epochs "
+                          "(cross-validation fits it with the utterance-level path)")
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
     train = segment_set(data.stores, fold.train_ids, label_of)
     val = segment_set(data.stores, fold.val_ids, label_of)
-    test = segment_set(data.stores, fold.test_ids, label_of)
-
     model, batch_fn = build_for_data(cfg, data, seed)
     if hasattr(model, "fit_normalizers"):      # e.g. spectrogram-image statistics: training split only
         model.fit_normalizers(data.stores, train.rows)
-    model.to(device)
-    wrapped = model
-    if ddp:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+    model.to(resolve_device(cfg.train.device))
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
     result = fit(wrapped, data.stores, train, val, data.labels, cfg.train, seed,
-                 checkpoint=fold_dir / "checkpoint.pt", log=log, batch_fn=batch_fn,
+                 checkpoint=checkpoint, log=log, batch_fn=batch_fn,
                  rank=rank if ddp else 0, world_size=world if ddp else 1)
+    return model, result, batch_fn
+
+
+def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
+                  log: Callable[[str], None], rank: int, world: int, ddp: bool) -> tuple[dict, dict]:
+    """A ``torch``-kind model: train with early stopping, test on the segments, pool them.
+    → (the fold entry's training and test fields, the embeddings to save)."""
+    device = resolve_device(cfg.train.device)
+    model, result, batch_fn = train_split(cfg, data, fold, seed, fold_dir / "checkpoint.pt", log,
+                                          rank, world, ddp)
+    label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
+    test = segment_set(data.stores, fold.test_ids, label_of)
 
     logp, emb = predict_segments(model, data.stores, test, cfg.train.batch_size, device,
                                  batch_fn=batch_fn, embeddings=True)
     metrics, utt_ids, y_true, y_pred = utterance_metrics(logp, test, data.labels)
+    part = {"epochs": result.epochs, "best_epoch": result.best_epoch, **metrics, "history": result.history,
+            "predictions": {"utterance_ids": utt_ids, "true": y_true.tolist(), "pred": y_pred.tolist()}}
+    return part, {"labels": test.labels, **emb}
+
+
+def _utterance_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int) -> dict:
+    """An ``sklearn``-kind model: ``fit`` on the training utterances, ``predict_proba`` the
+    test utterances (argmax). The validation speakers are left out of the fit, as for the
+    networks; their scores are recorded (``val_wa``, ``val_ua``), not used. No epochs."""
+    model, _ = build_for_data(cfg, data, seed)
+    X = model.utterance_matrix(data, cfg)
+    row = {u.id: i for i, u in enumerate(data.utterances)}
+    label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
+
+    def split(ids):
+        return X[[row[i] for i in ids]], np.array([label_of[i] for i in ids], dtype=np.int64)
+
+    model.fit(*split(fold.train_ids))
+    x_test, y_true = split(fold.test_ids)
+    y_pred = model.predict_proba(x_test).argmax(1)
+    part = {"epochs": None, "best_epoch": None, **compute_metrics(y_true, y_pred, data.labels)}
+    if fold.val_ids:
+        x_val, y_val = split(fold.val_ids)
+        val = compute_metrics(y_val, model.predict_proba(x_val).argmax(1), data.labels)
+        part.update(val_wa=val["wa"], val_ua=val["ua"])
+    part.update(history=[], predictions={"utterance_ids": list(fold.test_ids), "true": y_true.tolist(),
+                                         "pred": y_pred.tolist()})
+    return part
+
+
+def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
+             log: Callable[[str], None], rank: int = 0, world: int = 1, ddp: bool = False) -> dict:
+    """Train on ``fold``'s training speakers (networks: pick the epoch on its validation set),
+    test; ``result.json`` is written last and marks the fold as done."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    if model_kind(cfg.model) == "sklearn":
+        part, emb = _utterance_fold(cfg, data, fold, seed), None
+    else:
+        part, emb = _network_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp)
     entry = {"fold": fold.index, "seed": seed, "test_speakers": fold.test_speakers,
-             "val_speakers": fold.val_speakers, "epochs": result.epochs, "best_epoch": result.best_epoch,
-             **metrics, "history": result.history,
-             "predictions": {"utterance_ids": utt_ids, "true": y_true.tolist(), "pred": y_pred.tolist()}}
+             "val_speakers": fold.val_speakers, **part}
     if rank == 0 or not ddp:
-        np.savez_compressed(fold_dir / "embeddings.npz", labels=test.labels, **emb)
+        if emb is not None:
+            np.savez_compressed(fold_dir / "embeddings.npz", **emb)
         write_json(fold_dir / "result.json", entry)    # written last: marks the fold as done
         (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
     return entry
@@ -114,10 +186,7 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None
     started = time.time()
     if rank == 0:
         cfg.save(out / "config.yaml")
-    inputs = required_inputs(cfg.model)
-    if cfg.train.mode == "finetune":        # SSL frames come from audio; MFCC rows index the segments
-        inputs = (inputs - {"ssl"}) | {"mfcc"}
-    data = prepare_data(cfg, inputs, progress=progress and rank == 0)
+    data = prepare_data(cfg, data_inputs(cfg), progress=progress and rank == 0)
     folds = make_folds(data.utterances, cfg.protocol, folds_csv=cfg.corpus.folds_csv)
     ddp = world > 1 and cfg.train.distribute == "data"
     jobs = [(fold, r, seed) for fold in folds for r, seed in enumerate(cfg.train.seeds)]
@@ -134,8 +203,8 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None
         if fold.warning:
             log(f"warning: {fold.warning}")
         entry = run_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp)
-        log(f"fold {fold.index} seed {seed}: WA {entry['wa']:.3f} UA {entry['ua']:.3f} "
-            f"(best epoch {entry['best_epoch']} of {entry['epochs']})")
+        epochs = f" (best epoch {entry['best_epoch']} of {entry['epochs']})" if entry.get("epochs") else ""
+        log(f"fold {fold.index} seed {seed}: WA {entry['wa']:.3f} UA {entry['ua']:.3f}{epochs}")
     if world > 1:
         torch.distributed.barrier()
     if rank != 0:

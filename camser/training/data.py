@@ -14,7 +14,7 @@ import torch
 from ..errors import CamserError
 
 # feature store kind → key in a model's batch dict
-BATCH_KEYS = {"mfcc": "mfcc", "spectrogram": "spec", "ssl": "ssl"}
+BATCH_KEYS = {"mfcc": "mfcc", "spectrogram": "spec", "ssl": "ssl", "chroma": "chroma", "melspec": "melspec"}
 STORE_KINDS = {v: k for k, v in BATCH_KEYS.items()}
 
 
@@ -58,9 +58,51 @@ def gather(stores: dict, rows: np.ndarray, keys: list[str] | None = None) -> dic
         key = BATCH_KEYS[kind]
         if keys is not None and key not in keys:
             continue
-        block = np.asarray(store.array[rows[order]], dtype=np.float32)[inverse]
+        block = store.read_rows(rows[order]).astype(np.float32)[inverse]
         batch[key] = torch.from_numpy(block)
     return batch
+
+
+def valid_fractions(index, utterances, sample_rate: int) -> np.ndarray:
+    """Per segment-table row, the fraction of the segment that is real audio (the rest is the
+    last segment's zero padding), from the utterances' durations: float32 in (0, 1]."""
+    n_samples = {u.id: float(u.duration_s) * sample_rate for u in utterances}
+    out = np.empty(len(index), dtype=np.float32)
+    for r, seg in enumerate(index):
+        length = seg.end - seg.start
+        real = min(max(n_samples.get(seg.utterance_id, seg.end) - seg.start, 0.0), length)
+        out[r] = max(real, 1.0) / length
+    return out
+
+
+class FeatureBatches:
+    """Batch builder for models that want more than the cached frames: :func:`gather` of the
+    stores the model reads (``keys``; None = all) plus
+
+    * ``valid`` ``(B,)``: the fraction of each segment that is real audio (see
+      :func:`valid_fractions`), from which a model builds frame masks;
+    * ``text`` ``(B, N, D)`` when ``text_store`` (one row per utterance, see
+      :mod:`camser.features.text`) is given: each segment's utterance's token embeddings.
+    """
+
+    def __init__(self, stores: dict, utterances, sample_rate: int, keys=None, text_store=None):
+        index = next(iter(stores.values())).index
+        self.valid = valid_fractions(index, utterances, sample_rate)
+        self.keys = None if keys is None else list(keys)
+        self.text_store = text_store
+        if text_store is not None:
+            self.text_row = {seg.utterance_id: r for r, seg in enumerate(text_store.index)}
+
+    def __call__(self, stores, segs: SegmentSet, idx: np.ndarray) -> dict:
+        rows = segs.rows[idx]
+        batch = gather(stores, rows, self.keys)
+        batch["valid"] = torch.from_numpy(self.valid[rows])
+        if self.text_store is not None:
+            trows = np.array([self.text_row[segs.utterance_ids[i]] for i in idx], dtype=np.int64)
+            unique, inverse = np.unique(trows, return_inverse=True)     # sorted reads, each row once
+            block = np.asarray(self.text_store.array[unique], dtype=np.float32)[inverse]
+            batch["text"] = torch.from_numpy(block)
+        return batch
 
 
 def iterate_batches(n: int, batch_size: int, generator: torch.Generator | None = None,

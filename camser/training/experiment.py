@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import ExperimentConfig
@@ -16,7 +16,12 @@ from .data import STORE_KINDS
 class PreparedData:
     utterances: list[Utterance]
     labels: list[str]
-    stores: dict          # feature kind → FeatureStore
+    stores: dict          # feature kind → FeatureStore (rows = the shared segment table)
+    # utterance-level stores a model asked for (rows = utterances: openSMILE functionals, text
+    # token embeddings), keyed by batch key; see camser.models.prepare_utterance_inputs
+    utterance_stores: dict = field(default_factory=dict)
+    # things the folds share, computed once per run from the stores (utterance-level matrices)
+    derived: dict = field(default_factory=dict)
 
 
 def default_cache_dir(cfg: ExperimentConfig) -> Path:
@@ -45,11 +50,16 @@ def load_utterances(cfg: ExperimentConfig) -> tuple[list[Utterance], list[str]]:
 
 
 def prepare_data(cfg: ExperimentConfig, input_keys: set[str] | None = None, progress: bool = True) -> PreparedData:
-    """Load the corpus and extract (or reuse) the features the model reads."""
+    """Load the corpus and extract (or reuse) the features the model reads: the segment stores
+    of ``input_keys`` (batch keys; None = ``features.kinds``) and the utterance-level stores the
+    configured model prepares for itself (text embeddings, openSMILE functionals)."""
     from ..features.extract import extract_features   # heavy imports only when needed
+    from ..models import prepare_utterance_inputs
 
     utterances, labels = load_utterances(cfg)
     kinds = ([STORE_KINDS[k] for k in sorted(input_keys) if k in STORE_KINDS] if input_keys is not None
              else list(cfg.features.kinds))
-    stores = extract_features(utterances, cfg, default_cache_dir(cfg), kinds=kinds, progress=progress)
-    return PreparedData(utterances, labels, stores)
+    cache = default_cache_dir(cfg)
+    stores = extract_features(utterances, cfg, cache, kinds=kinds, progress=progress)
+    return PreparedData(utterances, labels, stores,
+                        prepare_utterance_inputs(cfg, utterances, cache, progress=progress))

@@ -290,3 +290,23 @@ def make_folds(utterances: list[Utterance], cfg: ProtocolConfig, folds_csv=None)
         wanted = set(cfg.folds)
         folds = [f for f in folds if f.index in wanted]
     return folds
+
+
+def training_split(utterances: list[Utterance], cfg: ProtocolConfig) -> Fold:
+    """One split over the whole corpus for training a final model: no test set, and
+    ``cfg.val_speakers`` speakers held out for early stopping, chosen as ``validation: clean``
+    chooses them in cross-validation. ``cfg.scheme``, ``validation`` and ``folds`` don't apply
+    (there is no test fold to leave out or validate on)."""
+    if cfg.val_speakers < 1:
+        raise ConfigError(f"protocol.val_speakers: must be at least 1 to train a model (early "
+                          f"stopping needs validation speakers), got {cfg.val_speakers}")
+    utterances = list(utterances)
+    if not utterances:
+        raise CamserError("no utterances to train on")
+    (val_speakers,) = _choose_val_speakers([_Split("the whole corpus", [], utterances)], cfg.val_speakers)
+    held = set(val_speakers)
+    train = [u for u in utterances if u.speaker not in held]
+    return Fold(index=1, test_ids=[], train_ids=[u.id for u in train],
+                val_ids=[u.id for u in utterances if u.speaker in held], test_speakers=[],
+                val_speakers=list(val_speakers), name="all speakers",
+                train_speakers=_sorted(u.speaker for u in train))

@@ -100,6 +100,7 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
     gen = torch.Generator().manual_seed(seed)
     use_amp = cfg.amp and device.type == "cuda"
     batch_fn = batch_fn or _default_batch
+    loss_fn = getattr(core, "training_loss", None) or F.cross_entropy   # e.g. Query2Label's BCE
 
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
              "best_state": {k: v.detach().clone() for k, v in core.state_dict().items()}}
@@ -122,7 +123,7 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
             batch = {k: v.to(device, non_blocking=True) for k, v in batch_fn(stores, train, idx).items()}
             target = torch.from_numpy(train.labels[idx]).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = F.cross_entropy(model(batch).float(), target)
+                loss = loss_fn(model(batch).float(), target)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()

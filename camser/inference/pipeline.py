@@ -1,0 +1,165 @@
+"""New audio → the model's per-segment inputs, by the code that computed the training features.
+
+:class:`FeaturePipeline` runs :func:`camser.features.extract.prepare_waveform` and
+:func:`~camser.features.extract.compute_features` with the model folder's configuration; it
+adds no feature code of its own. What it does add is *windowing*, so that a recording of any
+length is processed with bounded memory:
+
+* A recording of up to ``2 × window_s`` seconds (30 s by default: nearly every corpus
+  utterance) is one window: loaded whole and processed exactly as feature extraction
+  processed training utterances.
+* A longer one is cut into windows of ``window_s`` seconds (whole segments; the last window
+  holds what is left, ``window_s`` to ``2 × window_s``), streamed from disk block by block
+  (:func:`camser.audio.stream_audio`). Each window is treated as one utterance: the spectrogram
+  dB reference is **the maximum of its window** (training used the utterance maximum, and its
+  utterances are window-sized), the STFT sees reflect padding at window edges and
+  pre-emphasis restarts at each window. A running maximum was rejected: it would make the
+  first minutes of a file depend on nothing later and the last on everything before, so the
+  same speech would get different inputs depending on where it sits in a file.
+
+Windows start on the segment grid of the whole recording, so the timeline is the one
+:func:`camser.segments.segment_bounds` gives for the full length; in-memory waveforms are
+windowed the same way, so a 16 kHz file and its samples give identical results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..audio import load_audio, resample, stream_audio, validate_waveform
+from ..config import ExperimentConfig
+from ..errors import AudioError, CamserError
+from ..features.extract import compute_features, prepare_waveform, resampled_length
+from ..segments import cut, segment_utterance
+from ..training.data import BATCH_KEYS, STORE_KINDS
+from ..types import Segment
+
+
+@dataclass
+class Window:
+    """A stretch of one recording: ``offset`` (samples at the model rate) of its first sample,
+    ``n_samples`` of audio in it, its ``segments`` (offsets relative to the window; the last
+    may run past the audio: zero padding) and ``features`` (batch key → ``(n_segments, ...)``)."""
+
+    offset: int
+    n_samples: int
+    segments: list[Segment]
+    features: dict[str, np.ndarray]
+
+    def bounds(self) -> list[tuple[int, int]]:
+        """Each segment's ``[start, end)`` in samples from the start of the recording, the end
+        clipped to the audio."""
+        return [(self.offset + s.start, self.offset + min(s.end, self.n_samples)) for s in self.segments]
+
+
+class FeaturePipeline:
+    """Audio → :class:`Window` s of model inputs.
+
+    ``inputs``: the batch keys the model reads (``mfcc``, ``spec``, ``ssl`` or, for a model
+    with its encoder inside, ``audio``). ``encoder``: what turns segments into SSL frames
+    (an :class:`~camser.features.ssl.SSLEncoder`, or anything with its ``encode(batch)`` and
+    ``segment_samples``), required when ``ssl`` is an input. ``window_s``: seconds per window
+    for long recordings (rounded down to whole segments, at least one).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, inputs: Iterable[str], encoder=None, window_s: float = 15.0):
+        self.cfg = cfg
+        self.inputs = tuple(inputs)
+        unknown = [k for k in self.inputs if k not in STORE_KINDS and k != "audio"]
+        if unknown:
+            raise CamserError(f"the model reads '{unknown[0]}', which no feature kind provides")
+        self.kinds = [STORE_KINDS[k] for k in self.inputs if k in STORE_KINDS]
+        self.sample_rate = cfg.audio.sample_rate
+        self.segment_samples, self.hop_samples = cfg.segments.samples(self.sample_rate)
+        self.last = cfg.segments.last
+        if "ssl" in self.kinds:
+            if encoder is None:
+                raise CamserError("the model reads SSL frames: the pipeline needs an encoder")
+            if encoder.segment_samples != self.segment_samples:
+                raise CamserError(f"encoder built for {encoder.segment_samples}-sample segments, "
+                                  f"the model for {self.segment_samples}")
+        self.encoder = encoder
+        if window_s <= 0:
+            raise CamserError(f"window_s: must be positive, got {window_s}")
+        extra = int((window_s * self.sample_rate - self.segment_samples) // self.hop_samples)
+        self.window_segments = max(1, 1 + extra)
+        # samples one full window spans, and how far it advances
+        self.window_samples = (self.window_segments - 1) * self.hop_samples + self.segment_samples
+        self.step_samples = self.window_segments * self.hop_samples
+
+    @property
+    def whole_samples(self) -> int:
+        """Recordings up to this many samples are one window (processed whole)."""
+        return self.window_samples + self.step_samples
+
+    # ------------------------------------------------------------------ features
+
+    def features(self, y: np.ndarray, segments: list[Segment]) -> dict[str, np.ndarray]:
+        """Model inputs of ``segments`` of a prepared waveform (see ``prepare_waveform``).
+
+        SSL frames are rounded through ``features.ssl.dtype`` (float16 by default), as the
+        training cache stored them: the model was trained on the rounded values."""
+        out = compute_features(y, segments, self.cfg, self.kinds, self.encoder)
+        batch = {BATCH_KEYS[kind]: np.asarray(v, dtype=np.float32) for kind, v in out.items()}
+        if "ssl" in batch:
+            batch["ssl"] = batch["ssl"].astype(self.cfg.features.ssl.dtype).astype(np.float32)
+        if "audio" in self.inputs:          # the encoder is inside the model: it gets the samples
+            batch["audio"] = np.stack([cut(y, s) for s in segments])
+        return batch
+
+    def _window(self, y: np.ndarray, offset: int, n_samples: int | None = None) -> Window:
+        y = prepare_waveform(y, self.cfg, n_samples=n_samples)
+        segments = segment_utterance("", len(y), self.segment_samples, self.hop_samples, self.last)
+        return Window(offset, len(y), segments, self.features(y, segments))
+
+    # ------------------------------------------------------------------ windows
+
+    def windows(self, blocks: Iterable[np.ndarray], name: str) -> Iterator[Window]:
+        """Windows of a recording given as consecutive blocks of samples at the model rate.
+
+        Holds at most one window plus one block: a window is cut only once more than a
+        window's worth of audio follows it, so the last window is never a sliver."""
+        buf = np.zeros(0, dtype=np.float32)
+        offset = total = 0
+        sound = False
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)
+            total += len(block)
+            sound = sound or bool(np.any(block))
+            buf = np.concatenate([buf, block])
+            while len(buf) > self.whole_samples:
+                yield self._window(buf[:self.window_samples], offset)
+                buf = buf[self.step_samples:]
+                offset += self.step_samples
+        if total == 0:
+            raise AudioError(name, "empty audio (0 samples)")
+        if not sound:
+            raise AudioError(name, "silent audio (all samples are zero)")
+        if total < self.cfg.audio.min_duration_s * self.sample_rate:
+            raise AudioError(name, f"too short ({total / self.sample_rate:.3f} s < minimum "
+                                   f"{self.cfg.audio.min_duration_s:g} s)")
+        yield self._window(buf, offset)
+
+    def waveform_windows(self, y: np.ndarray, sr: int, name: str = "<array>") -> Iterator[Window]:
+        """Windows of an in-memory mono waveform at ``sr`` Hz (resampled to the model rate)."""
+        y = validate_waveform(y, sr, name)
+        y = validate_waveform(resample(y, sr, self.sample_rate), self.sample_rate, name,
+                              self.cfg.audio.min_duration_s)
+        return self.windows([y], name)
+
+    def file_windows(self, path: str | Path) -> Iterator[Window]:
+        """Windows of an audio file. Files up to :attr:`whole_samples` long are read whole,
+        exactly as feature extraction reads them; longer ones are streamed."""
+        name = str(path)
+        if Path(path).is_dir():
+            raise AudioError(name, "is a folder, not an audio file (`camser predict` expands folders)")
+        if not Path(path).is_file():
+            raise AudioError(name, "file not found")
+        n = resampled_length(path, self.sample_rate)
+        if n <= self.whole_samples:
+            y = load_audio(path, sr=self.sample_rate, min_duration_s=self.cfg.audio.min_duration_s)
+            return iter([self._window(y, 0, n_samples=n)])
+        return self.windows(stream_audio(path, self.step_samples / self.sample_rate, self.sample_rate), name)

@@ -1,0 +1,119 @@
+"""``camser train``: one model on all of a corpus, saved as a model folder for new audio.
+
+Cross-validation estimates how well a configuration generalises; this trains the model you
+then use. It is the same training as one cross-validation fold (:func:`camser.training.cv.
+train_split`: same features, normalisers fitted on the training rows, same early stopping),
+except that nothing is held out for testing: ``protocol.val_speakers`` speakers are held out
+for early stopping, chosen as cross-validation's ``validation: clean`` chooses them, and
+everyone else trains. ``protocol.scheme`` and ``protocol.folds`` don't apply; the first of
+``train.seeds`` seeds the run.
+
+Like ``camser cv`` it resumes: the checkpoint after every epoch lives in the output folder
+until the model is saved (a changed configuration starts over).
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..config import ExperimentConfig, load_config
+from ..errors import CamserError
+from ..reports.results import versions
+from ..training.cv import data_inputs, train_split
+from ..training.experiment import prepare_data
+from ..training.protocols import training_split
+from ..training.trainer import resolve_device
+from .model_dir import EXPERIMENT, HISTORY, META, with_resolved_encoder, write_model_dir
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None] = print,
+                progress: bool = True):
+    """Train on every utterance of ``cfg``'s corpus (minus the validation speakers) and write
+    the model folder ``out_dir`` (see :mod:`camser.inference.model_dir`). Returns the trained
+    model as an :class:`~camser.inference.recognizer.EmotionRecognizer`, ready to predict."""
+    from .recognizer import EmotionRecognizer
+
+    from ..models import LOADERS
+
+    out = Path(out_dir)
+    name = cfg.model.get("name")
+    if name not in LOADERS:                  # before any training: it could not be saved or loaded
+        raise CamserError(f"model.name: {name!r} can't be saved as a model folder yet (no "
+                          f"save_pretrained/loader registered; these can: {', '.join(sorted(LOADERS))})")
+    if (out / META).exists():
+        raise CamserError(f"{out}: already holds a trained model ({META}); choose another --out "
+                          "or delete the folder to train again")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = with_resolved_encoder(cfg)
+    _drop_stale_checkpoint(out, cfg, log)
+    cfg.save(out / EXPERIMENT)               # the checkpoint's configuration, until the end
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    started = time.time()
+
+    data = prepare_data(cfg, data_inputs(cfg), progress=progress)
+    split = training_split(data.utterances, cfg.protocol)
+    seed = cfg.train.seeds[0]
+    if len(cfg.train.seeds) > 1:
+        log(f"train.seeds has {len(cfg.train.seeds)} seeds; a single model uses the first ({seed})")
+    log(f"training on {len(split.train_ids)} utterances of {len(split.train_speakers)} speakers, "
+        f"validating on {len(split.val_ids)} of {', '.join(split.val_speakers)}; labels: {', '.join(data.labels)}")
+    model, result, _ = train_split(cfg, data, split, seed, out / CHECKPOINT, log)
+
+    best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
+    meta = {
+        "labels": list(data.labels),
+        "inputs": list(getattr(model, "inputs", ())),
+        "model_name": cfg.model.get("name"),
+        "train_mode": cfg.train.mode,
+        "encoder": _encoder_meta(cfg, data.stores, model),
+        "seed": seed,
+        "sample_rate": cfg.audio.sample_rate,
+        "segment_s": cfg.segments.length_s,
+        "corpus": {"name": cfg.corpus.name, "n_utterances": len(data.utterances),
+                   "train_speakers": split.train_speakers, "val_speakers": split.val_speakers,
+                   "n_train": len(split.train_ids), "n_val": len(split.val_ids)},
+        "training": {"epochs": result.epochs, "best_epoch": result.best_epoch,
+                     "val_wa": best.get("val_wa"), "val_ua": best.get("val_ua"),
+                     "wall_s": round(time.time() - started, 1)},
+        "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_model_dir(out, model, cfg, meta, result.history)
+    (out / CHECKPOINT).unlink(missing_ok=True)   # a pickle: never part of a finished folder
+    log(f"model saved to {out} (best epoch {result.best_epoch} of {result.epochs}; validation "
+        f"WA {best.get('val_wa', float('nan')):.3f} UA {best.get('val_ua', float('nan')):.3f})")
+    return EmotionRecognizer(model, data.labels, cfg, device=resolve_device(cfg.train.device), metadata=meta)
+
+
+def _encoder_meta(cfg: ExperimentConfig, stores: dict, model) -> dict | None:
+    """The SSL encoder reference and what it gave: lets loading check it's still the same one.
+    None when the model reads no SSL frames."""
+    if "ssl" in stores:                                   # frozen: frames from the cache
+        ssl = stores["ssl"]
+        return {**ssl.meta.get("encoder", {}), "model": cfg.features.ssl.model,
+                "output_shape": list(ssl.array.shape[1:])}
+    inner = getattr(getattr(model, "encoder", None), "ssl", None)
+    if inner is not None:                                 # finetune: the encoder is in the model
+        return {**inner.describe(), "model": cfg.features.ssl.model, "output_shape": list(inner.output_shape)}
+    return None
+
+
+def _drop_stale_checkpoint(out: Path, cfg: ExperimentConfig, log) -> None:
+    """A checkpoint left by an interrupted run resumes only under the same configuration."""
+    ckpt, saved = out / CHECKPOINT, out / EXPERIMENT
+    if not ckpt.exists():
+        return
+    try:
+        same = saved.is_file() and load_config(saved).to_dict() == cfg.to_dict()
+    except CamserError:
+        same = False
+    if not same:
+        log(f"{ckpt}: left by a run with another configuration; starting over")
+        ckpt.unlink()

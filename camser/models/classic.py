@@ -1,0 +1,291 @@
+"""Utterance-level baselines that are not gradient-trained networks (``kind="sklearn"``).
+
+The cross-validation loop treats them through one small interface, :class:`UtteranceModel`:
+
+* ``utterance_matrix(data, cfg)`` → ``(n_utterances, n_features)``, rows in ``data.utterances``
+  order, computed once per run (from the segment stores or the model's utterance-level store)
+  and shared by the folds;
+* ``fit(X, y)`` on the fold's training utterances (its validation speakers are left out, as
+  for the networks; they are scored and recorded, not used for fitting);
+* ``predict_proba(X)`` → ``(n, n_classes)``; the prediction is the argmax.
+
+Models:
+
+* ``mlp`` — scikit-learn ``MLPClassifier`` (one hidden layer of 300 ReLU units) on the
+  concatenated time-means of MFCC, chroma and mel-spectrogram frames (``model.features``),
+  standardised. The means run over each utterance's real frames: the last segment's zero
+  padding is left out.
+* ``opensmile`` — openSMILE functionals of the whole utterance (``model.feature_set``:
+  eGeMAPSv02, ComParE_2016, IS09_emotion, ...; cached, see
+  :mod:`camser.features.functionals`) → ``StandardScaler`` → SVM (``svm``) or logistic
+  regression (``logreg``).
+* ``random`` — guesses: ``stratified`` draws each prediction from the training class priors,
+  ``uniform`` from all classes equally; seeded by the run's seed.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError
+from . import register_model
+from .baselines import _STORE_OF, _positive, config_from, feature_key
+
+
+class UtteranceModel:
+    """The interface of the ``sklearn``-kind models (see the module docstring)."""
+
+    n_classes: int
+
+    def utterance_matrix(self, data, cfg) -> np.ndarray:
+        """``data``: the run's PreparedData; ``cfg``: its ExperimentConfig."""
+        raise NotImplementedError
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "UtteranceModel":
+        raise NotImplementedError
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(1)
+
+
+class EstimatorModel(UtteranceModel):
+    """A scikit-learn estimator (or pipeline) behind :class:`UtteranceModel`. Probabilities
+    come from ``predict_proba`` or, for estimators without it (an SVM without Platt scaling),
+    the softmax of ``decision_function`` (scores, not calibrated; their argmax is the
+    prediction). Columns follow the label indices; a class absent from the training
+    utterances gets probability 0. Non-finite features (openSMILE on a silent file) become 0."""
+
+    def __init__(self, estimator, n_classes: int, use_scores: bool = False):
+        self.estimator, self.n_classes, self.use_scores = estimator, n_classes, use_scores
+
+    def fit(self, X, y):
+        from sklearn.exceptions import ConvergenceWarning
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.filterwarnings("ignore", message=".*batch_size.*")
+            self.estimator.fit(np.nan_to_num(np.asarray(X, dtype=np.float64)), np.asarray(y))
+        return self
+
+    def predict_proba(self, X):
+        X = np.nan_to_num(np.asarray(X, dtype=np.float64))
+        classes = np.asarray(self.estimator.classes_, dtype=np.int64)
+        if self.use_scores:
+            s = self.estimator.decision_function(X)
+            if s.ndim == 1:                       # two classes: one score for classes_[1]
+                s = np.stack([-s, s], 1)
+            s = np.exp(s - s.max(1, keepdims=True))
+            p = s / s.sum(1, keepdims=True)
+        else:
+            p = self.estimator.predict_proba(X)
+        out = np.zeros((len(X), self.n_classes))
+        out[:, classes] = p
+        return out
+
+
+# ---------------------------------------------------------------- features: utterance means
+
+def utterance_means(data, kinds: list[str], sample_rate: int, std: bool = False,
+                    max_elements: int = 1 << 25) -> np.ndarray:
+    """Per utterance (``data.utterances`` order), the time-mean (and std, if asked) of each
+    store kind's frames, concatenated over ``kinds``: ``(n_utterances, Σ D)`` float32.
+    Only real frames count (the first ``ceil(valid · T)`` of each segment, as
+    :func:`~camser.models.blocks.frame_mask`); SSL frames with every layer cached give each
+    layer's mean (``L · D``)."""
+    from ..training.data import valid_fractions
+
+    index_of = {u.id: i for i, u in enumerate(data.utterances)}
+    blocks = []
+    for kind in kinds:
+        store = data.stores[kind]
+        shape = store.array.shape
+        n_frames = shape[-2]
+        width = int(np.prod(shape[1:])) // n_frames
+        valid = valid_fractions(store.index, data.utterances, sample_rate)
+        owner = np.array([index_of[s.utterance_id] for s in store.index], dtype=np.int64)
+        s1 = np.zeros((len(data.utterances), width))
+        s2 = np.zeros_like(s1) if std else None
+        count = np.zeros(len(data.utterances))
+        step = max(1, max_elements // int(np.prod(shape[1:])))
+        for r0 in range(0, len(store), step):
+            a = np.asarray(store.array[r0:r0 + step], dtype=np.float32)
+            if a.ndim == 4:                                          # (n, L, T, D) → (n, T, L·D)
+                a = a.transpose(0, 2, 1, 3).reshape(len(a), n_frames, -1)
+            nv = np.clip(np.ceil(valid[r0:r0 + step] * n_frames), 1, n_frames)
+            m = (np.arange(n_frames)[None, :] < nv[:, None]).astype(np.float32)[..., None]
+            np.add.at(s1, owner[r0:r0 + step], (a * m).sum(1))
+            if std:
+                np.add.at(s2, owner[r0:r0 + step], (a * a * m).sum(1))
+            np.add.at(count, owner[r0:r0 + step], nv)
+        mean = s1 / count[:, None]
+        blocks.append(mean)
+        if std:
+            blocks.append(np.sqrt(np.maximum(s2 / count[:, None] - mean * mean, 0.0)))
+    return np.concatenate(blocks, 1).astype(np.float32)
+
+
+# ---------------------------------------------------------------- mlp
+
+@dataclass
+class MLPConfig:
+    n_classes: int = 4
+    features: list[str] = field(default_factory=lambda: ["mfcc", "chroma", "melspec"])
+    std: bool = False                 # also the time-std of each feature
+    hidden: int = 300                 # one hidden layer of ReLU units
+    alpha: float = 0.01               # L2 penalty
+    batch_size: int = 256
+    learning_rate: float = 1e-3       # Adam
+    max_iter: int = 500
+    scale: bool = True                # StandardScaler first
+
+    def __post_init__(self):
+        if not self.features:
+            raise ConfigError("model.features: expected at least one feature kind")
+        for f in self.features:
+            feature_key(f, "model.features")
+        _positive(self, "n_classes", "hidden", "batch_size", "max_iter")
+
+
+class MeansMLP(EstimatorModel):
+    def __init__(self, config: MLPConfig, seed: int):
+        from sklearn.neural_network import MLPClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.config = c = config
+        mlp = MLPClassifier(hidden_layer_sizes=(c.hidden,), activation="relu", alpha=c.alpha,
+                            batch_size=c.batch_size, learning_rate_init=c.learning_rate, max_iter=c.max_iter,
+                            random_state=seed)
+        super().__init__(make_pipeline(StandardScaler(), mlp) if c.scale else mlp, c.n_classes)
+        self.kinds = [_STORE_OF[feature_key(f, "model.features")] for f in c.features]
+
+    def utterance_matrix(self, data, cfg) -> np.ndarray:
+        key = ("utterance_means", tuple(self.kinds), self.config.std)
+        if key not in data.derived:
+            data.derived[key] = utterance_means(data, self.kinds, cfg.audio.sample_rate, std=self.config.std)
+        return data.derived[key]
+
+
+def _mlp_inputs(section: dict) -> set[str]:
+    features = section.get("features", MLPConfig().features)
+    if not isinstance(features, list):
+        raise ConfigError(f"model.features: expected a list, got {features!r}")
+    return {feature_key(f, "model.features") for f in features}
+
+
+@register_model("mlp", inputs=_mlp_inputs, kind="sklearn")
+def _build_mlp(section: dict, n_classes: int, feature_dims: dict, seed: int = 0) -> MeansMLP:
+    return MeansMLP(config_from(MLPConfig, section, n_classes), seed)
+
+
+# ---------------------------------------------------------------- opensmile
+
+CLASSIFIERS = ("svm", "logreg")
+
+
+@dataclass
+class OpenSmileConfig:
+    n_classes: int = 4
+    feature_set: str = "eGeMAPSv02"   # eGeMAPSv02 | ComParE_2016 | IS09_emotion | ... (functionals.FEATURE_SETS)
+    classifier: str = "svm"           # svm | logreg
+    C: float = 1.0
+    kernel: str = "rbf"               # svm only: rbf | linear
+    class_weight: str | None = None   # null | balanced
+    max_iter: int = 1000              # logreg only
+
+    def __post_init__(self):
+        from ..features.functionals import check_feature_set
+        check_feature_set(self.feature_set)
+        if self.classifier not in CLASSIFIERS:
+            raise ConfigError(f"model.classifier: {self.classifier!r} is not one of {', '.join(CLASSIFIERS)}")
+        if self.kernel not in ("rbf", "linear"):
+            raise ConfigError(f"model.kernel: {self.kernel!r} is not one of rbf, linear")
+        if self.class_weight not in (None, "balanced"):
+            raise ConfigError(f"model.class_weight: expected null or balanced, got {self.class_weight!r}")
+        if not self.C > 0:
+            raise ConfigError(f"model.C: expected a positive number, got {self.C!r}")
+        _positive(self, "n_classes", "max_iter")
+
+
+class FunctionalsClassifier(EstimatorModel):
+    def __init__(self, config: OpenSmileConfig, seed: int):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import SVC
+
+        self.config = c = config
+        if c.classifier == "svm":
+            clf = SVC(C=c.C, kernel=c.kernel, class_weight=c.class_weight, random_state=seed)
+        else:
+            clf = LogisticRegression(C=c.C, max_iter=c.max_iter, class_weight=c.class_weight, random_state=seed)
+        super().__init__(make_pipeline(StandardScaler(), clf), c.n_classes, use_scores=c.classifier == "svm")
+
+    def utterance_matrix(self, data, cfg) -> np.ndarray:
+        store = data.utterance_stores.get("opensmile")
+        if store is None:
+            raise ConfigError("model.name: opensmile needs its functionals (prepared by the cv run)")
+        row = {s.utterance_id: r for r, s in enumerate(store.index)}
+        return np.asarray(store.array, dtype=np.float32)[[row[u.id] for u in data.utterances]]
+
+
+def _prepare_opensmile(cfg, utterances, cache_dir, progress: bool = True) -> dict:
+    from ..features.functionals import functionals_store
+    c = config_from(OpenSmileConfig, cfg.model, cfg.model.get("n_classes", 1))
+    return {"opensmile": functionals_store(utterances, cfg, c.feature_set, cache_dir, progress=progress)}
+
+
+def _opensmile_inputs(section: dict) -> set[str]:
+    config_from(OpenSmileConfig, section, section.get("n_classes", 1))     # fail early on bad fields
+    return {"opensmile"}
+
+
+@register_model("opensmile", inputs=_opensmile_inputs, kind="sklearn", prepare=_prepare_opensmile)
+def _build_opensmile(section: dict, n_classes: int, feature_dims: dict, seed: int = 0) -> FunctionalsClassifier:
+    return FunctionalsClassifier(config_from(OpenSmileConfig, section, n_classes), seed)
+
+
+# ---------------------------------------------------------------- random
+
+@dataclass
+class RandomConfig:
+    n_classes: int = 4
+    strategy: str = "stratified"      # stratified (training class priors) | uniform
+
+    def __post_init__(self):
+        if self.strategy not in ("stratified", "uniform"):
+            raise ConfigError(f"model.strategy: {self.strategy!r} is not one of stratified, uniform")
+        _positive(self, "n_classes")
+
+
+class RandomGuess(UtteranceModel):
+    """One-hot "probabilities" of a random guess per utterance; the same seed, training labels
+    and calls give the same guesses."""
+
+    def __init__(self, config: RandomConfig, seed: int):
+        self.config, self.n_classes, self.seed = config, config.n_classes, seed
+        self.prior = np.full(self.n_classes, 1.0 / self.n_classes)
+        self.rng = np.random.default_rng(seed)
+
+    def utterance_matrix(self, data, cfg) -> np.ndarray:
+        return np.zeros((len(data.utterances), 1), dtype=np.float32)
+
+    def fit(self, X, y):
+        self.rng = np.random.default_rng(self.seed)
+        if self.config.strategy == "stratified":
+            counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=self.n_classes).astype(float)
+            self.prior = counts / counts.sum()
+        return self
+
+    def predict_proba(self, X):
+        guess = self.rng.choice(self.n_classes, size=len(X), p=self.prior)
+        return np.eye(self.n_classes)[guess]
+
+
+@register_model("random", inputs=lambda section: set(), kind="sklearn")
+def _build_random(section: dict, n_classes: int, feature_dims: dict, seed: int = 0) -> RandomGuess:
+    return RandomGuess(config_from(RandomConfig, section, n_classes), seed)

@@ -1,0 +1,71 @@
+"""``camser compare``: several systems, one experiment YAML each, cross-validated on identical
+folds (each into ``DIR/<config stem>/``, resumable like any ``camser cv`` run), then one table:
+WA, UA and macro-F1 as mean ± std over folds, the best of each column in bold, each system's
+run directory."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..config import load_config
+from ..errors import ConfigError
+from ..reports.results import write_json
+from ..reports.tables import comparison_table
+from .cv import run_cv
+
+# Sections the folds follow from: they must be equal across the systems compared.
+SAME = ("corpus", "labels", "protocol")
+# Sections that should be equal (the same segments, the same repeats): a difference is reported.
+NOTED = ("audio", "segments")
+
+
+def _differs(a, b, section: str) -> bool:
+    return dataclasses.asdict(getattr(a, section)) != dataclasses.asdict(getattr(b, section))
+
+
+def run_compare(config_paths: list, overrides: list[str], out_dir, log=print) -> tuple[str, list[dict]]:
+    """Run every config (``overrides`` apply to all) and write ``DIR/compare.md`` and
+    ``DIR/compare.json``. Configs whose corpus, labels or protocol differ from the first's are
+    refused before anything runs: their folds would not be the same."""
+    out = Path(out_dir)
+    paths = [Path(p) for p in config_paths]
+    if not paths:
+        raise ConfigError("compare: give at least one experiment YAML")
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen:
+            raise ConfigError(f"{p}: same name as {seen[p.stem]} (each system runs into DIR/<config name>/)")
+        seen[p.stem] = p
+    configs = [load_config(p, overrides) for p in paths]
+    first, ref = paths[0], configs[0]
+    for p, cfg in zip(paths[1:], configs[1:]):
+        for section in SAME:
+            if _differs(cfg, ref, section):
+                raise ConfigError(f"{p}: its {section} section differs from {first}'s, so the systems "
+                                  "would not be compared on identical folds")
+        for section in NOTED:
+            if _differs(cfg, ref, section):
+                log(f"warning: {p}: its {section} section differs from {first}'s")
+        if list(cfg.train.seeds) != list(ref.train.seeds):
+            log(f"warning: {p}: train.seeds {cfg.train.seeds} differ from {first}'s {ref.train.seeds}")
+
+    rows, models = [], {}
+    for p, cfg in zip(paths, configs):
+        log(f"== {p.stem} (model {cfg.model['name']})")
+        results = run_cv(cfg, out / p.stem, log=log)
+        if results:
+            rows.append((p.stem, results, str(out / p.stem)))
+            models[p.stem] = cfg.model["name"]
+    if not rows:                # not rank 0 under torchrun
+        return "", []
+    markdown, table = comparison_table(rows)
+    for entry in table:
+        entry["model"] = models[entry["name"]]
+    n_folds = len(rows[0][1].get("folds", []))
+    intro = (f"Systems compared on identical folds: corpus {ref.corpus.name}, protocol {ref.protocol.scheme} "
+             f"(validation {ref.protocol.validation}), {n_folds} fold×seed entries each. Percentages, "
+             "mean ± std over folds; the best mean of each column in bold.\n\n")
+    (out / "compare.md").write_text(intro + markdown)
+    write_json(out / "compare.json", table)
+    print(markdown)
+    return markdown, table
