@@ -68,7 +68,8 @@ def _print_summary(results: dict, out) -> None:
 
 def cmd_ablation(a) -> int:
     from .training.ablation import run_ablation
-    run_ablation(a.config, a.overrides, a.out, rows=a.rows)
+    markdown, _ = run_ablation(a.config, a.overrides, a.out, rows=a.rows)
+    print(markdown)
     return 0
 
 

@@ -140,3 +140,20 @@ def test_finetune_mode_trains_the_encoder_from_audio(workspace, tmp_path):
     after = model.state_dict()
     # fit() restores the best epoch's state: with one epoch that is the trained one
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_ablation_rows_share_folds_and_write_one_table(workspace, tmp_path):
+    from camser.training.ablation import run_ablation
+    root, encoder = workspace
+    config = str(Path(__file__).parents[1] / "camser/configs/demo.yaml")
+    overrides = [f"corpus.prepared={root / 'prepared'}", f"features.ssl.model={encoder}", "train.max_epochs=1",
+                 "train.min_epochs=1", "protocol.folds=[1]", "output.tsne=false", "train.num_threads=1"]
+    markdown, table = run_ablation(config, overrides, tmp_path / "abl", rows=["mfcc", "mfcc+spec+w2e+coatt"],
+                                   log=lambda m: None)
+    assert [row["name"] for row in table] == ["mfcc", "mfcc+spec+w2e+coatt"]
+    assert (tmp_path / "abl/ablation.md").read_text() == markdown and "**" in markdown
+    tests = [json.loads((tmp_path / "abl" / r / "results.json").read_text())["folds"][0]["test_speakers"]
+             for r in ("mfcc", "mfcc+spec+w2e+coatt")]
+    assert tests[0] == tests[1]
+    with pytest.raises(Exception, match="--rows"):
+        run_ablation(config, overrides, tmp_path / "abl2", rows=["nope"], log=lambda m: None)

@@ -306,3 +306,22 @@ def test_encoder_path_from_audio(tmp_path):
     assert built.inputs == ("mfcc", "spec", "audio")
     with pytest.raises(ConfigError, match=r"^model\.image_size"):
         CAMSERConfig(image_size=("a", 300))
+
+
+def test_branch_dropout_zeroes_whole_vectors_in_training_only():
+    m = build_model({"name": "camser", "preset": "cpu", "branch_dropout": 0.5}, 4,
+                    {"mfcc": (300, 40), "spec": (300, 200), "ssl": (150, 32)})
+    b = {"mfcc": torch.randn(64, 300, 40), "spec": torch.rand(64, 300, 200) * 80 - 80, "ssl": torch.randn(64, 150, 32)}
+    m.fit_spectrogram(b["spec"].numpy())
+    m.fit_mfcc(b["mfcc"].numpy())
+    torch.manual_seed(0)
+    m.train()
+    _, emb = m(b, return_embeddings=True)
+    zero_rows = (emb["mfcc"].abs().sum(1) == 0).float().mean()
+    assert 0.2 < float(zero_rows) < 0.8                      # about half the samples lose their MFCC vector
+    assert bool((emb["w2e"].abs().sum(1) > 0).all())         # the SSL vector is never dropped
+    m.eval()
+    _, emb = m(b, return_embeddings=True)
+    assert bool((emb["mfcc"].abs().sum(1) > 0).all())
+    with pytest.raises(ConfigError, match="model.branch_dropout"):
+        build_model({"name": "camser", "branch_dropout": 1.0}, 4, {"mfcc": (300, 40), "spec": (300, 200), "ssl": (150, 32)})

@@ -243,3 +243,36 @@ def test_the_page_and_its_assets_are_served(server):
 def test_cli_registers_serve():
     a = build_parser().parse_args(["serve", "model", "--port", "9000", "--max-upload-mb", "5"])
     assert (a.host, a.port, a.max_upload_mb, a.onnx) == ("127.0.0.1", 9000, 5.0, None)
+
+
+def test_camser_serve_command_serves(tiny_model_folder, tone):
+    """`camser serve` as a user runs it: a subprocess on a free port, then a real upload."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "camser.cli", "serve", str(tiny_model_folder.model_dir),
+                             "--port", str(port), "--device", "cpu", "--max-upload-mb", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                status, body = request(f"{base}/healthz", timeout=5)
+                break
+            except urllib.error.URLError:
+                assert proc.poll() is None and time.time() < deadline, proc.communicate(timeout=5)[0]
+                time.sleep(0.3)
+        assert status == 200 and body["status"] == "ok"
+        status, body = upload(base, "tone.wav", tone.read_bytes())
+        assert status == 200 and body["path"] == "tone.wav" and len(body["segments"]) == 2
+        status, body = request(f"{base}/v1/model")
+        assert body["max_upload_bytes"] == 1 << 20
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0]
+    assert f"on http://127.0.0.1:{port}/" in out

@@ -18,16 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from ..config import ExperimentConfig, load_config
 from ..errors import CamserError
 from ..reports.results import versions
 from ..training.cv import data_inputs, train_split
 from ..training.experiment import prepare_data
 from ..training.protocols import training_split
-from ..training.trainer import resolve_device
-from .model_dir import EXPERIMENT, HISTORY, META, with_resolved_encoder, write_model_dir
+from ..training.trainer import resolve_device, torch_threads
+from .model_dir import EXPERIMENT, META, with_resolved_encoder, write_model_dir
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -37,8 +35,6 @@ def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str],
     """Train on every utterance of ``cfg``'s corpus (minus the validation speakers) and write
     the model folder ``out_dir`` (see :mod:`camser.inference.model_dir`). Returns the trained
     model as an :class:`~camser.inference.recognizer.EmotionRecognizer`, ready to predict."""
-    from .recognizer import EmotionRecognizer
-
     from ..models import LOADERS
 
     out = Path(out_dir)
@@ -53,8 +49,13 @@ def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str],
     cfg = with_resolved_encoder(cfg)
     _drop_stale_checkpoint(out, cfg, log)
     cfg.save(out / EXPERIMENT)               # the checkpoint's configuration, until the end
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
+    with torch_threads(cfg.train.num_threads):
+        return _train(cfg, out, log, progress)
+
+
+def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
+    from .recognizer import EmotionRecognizer
+
     started = time.time()
 
     data = prepare_data(cfg, data_inputs(cfg), progress=progress)

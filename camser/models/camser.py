@@ -69,6 +69,7 @@ class CAMSERConfig:
     branch_dim: int = 128
     head_hidden: int = 128
     dropout: float = 0.1
+    branch_dropout: float = 0.0        # training: probability of zeroing a sample's MFCC / spectrogram vector
 
     def __post_init__(self):
         self.image_size = tuple(self.image_size)
@@ -92,6 +93,8 @@ class CAMSERConfig:
                               f"(AlexNet's minimum), got {list(self.image_size)}")
         if not self.cnn_channels or not all(isinstance(x, int) and x >= 1 for x in self.cnn_channels):
             raise ConfigError(f"model.cnn_channels: expected a list of positive integers, got {list(self.cnn_channels)}")
+        if not 0.0 <= self.branch_dropout < 1.0:
+            raise ConfigError(f"model.branch_dropout: expected a probability in [0, 1), got {self.branch_dropout!r}")
         if not (self.use_mfcc or self.use_spec or self.use_ssl):
             raise ConfigError("model.use_ssl: at least one of use_mfcc, use_spec, use_ssl must be true")
 
@@ -266,6 +269,14 @@ class CAMSER(nn.Module):
         if cfg.use_spec:
             h = self.spec_encoder(self._get(batch, "spec"))
             emb["spec"] = F.relu(self.spec_proj(self.spec_drop(h)))
+
+        if self.training and cfg.branch_dropout > 0:
+            # modality dropout: drop a sample's whole MFCC / spectrogram vector now and then, so
+            # the head can't lean on the branches that memorise the training speakers fastest
+            for k in ("mfcc", "spec"):
+                if k in emb:
+                    keep = torch.rand(emb[k].shape[0], 1, device=emb[k].device) >= cfg.branch_dropout
+                    emb[k] = emb[k] * keep.to(emb[k].dtype)
 
         if cfg.use_ssl:
             frames = self._ssl_frames(batch)

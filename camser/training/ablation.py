@@ -32,5 +32,4 @@ def run_ablation(config_path, overrides: list[str], out_dir, rows: list[str] | N
     markdown, table = comparison_table(table_rows)
     (out / "ablation.md").write_text(markdown)
     write_json(out / "ablation.json", table)
-    print(markdown)
     return markdown, table

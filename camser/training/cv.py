@@ -23,7 +23,7 @@ from .data import AudioBatches, feature_dims, segment_set
 from .metrics import compute_metrics
 from .experiment import PreparedData, prepare_data
 from .protocols import make_folds
-from .trainer import fit, predict_segments, resolve_device, utterance_metrics
+from .trainer import fit, predict_segments, resolve_device, torch_threads, utterance_metrics
 
 
 def _dist_info() -> tuple[int, int]:
@@ -180,9 +180,12 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None
     """Run the configured protocol; write results.json, the report and the resolved config."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with torch_threads(cfg.train.num_threads):
+        return _run_cv(cfg, out, log, progress)
+
+
+def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
     rank, world = _init_distributed(cfg)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     started = time.time()
     if rank == 0:
         cfg.save(out / "config.yaml")

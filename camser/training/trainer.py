@@ -7,6 +7,7 @@ numbers an uninterrupted run with the same seed gives.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,19 @@ class FitResult:
     best_epoch: int
     epochs: int
     history: list[dict] = field(default_factory=list)
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """``torch.set_num_threads(n)`` for the duration only: the thread count is process-global
+    and changes reduction order (last-bit differences), so a run must not leak it to callers."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -127,7 +141,7 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             count += len(idx)
         logp = predict_segments(core, stores, val, cfg.batch_size, device, batch_fn)
         val_loss = float(-logp[np.arange(len(val)), val.labels].mean())
