@@ -274,6 +274,8 @@ def load(path, *a, **k):
     return load_audio(path, *a, **k)
 ex.load_audio = load
 import pickle
+import torch
+torch.set_num_threads(int(sys.argv[2]))   # the parent's count: it changes reduction order
 utts, cfg, cache = pickle.loads(bytes.fromhex(sys.argv[1]))
 ex.extract_features(utts, cfg, cache, progress=False)
 """
@@ -291,7 +293,9 @@ def test_sigkilled_extraction_resumes_to_identical_arrays(corpus, tiny_w2v, tmp_
     arg = pickle.dumps((corpus, cfg, str(tmp_path / "killed"))).hex()
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, arg], env=env, capture_output=True, timeout=120)
+    import torch
+    proc = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, arg, str(torch.get_num_threads())], env=env,
+                          capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert not any(FeatureStore.complete_at(f) for f in (tmp_path / "killed").iterdir())
     calls = _counting_loader(monkeypatch)
