@@ -169,7 +169,7 @@ def cmd_bench(a) -> int:
 
 def cmd_demo(a) -> int:
     from .demo import run_demo
-    run_demo(a.out, quick=a.quick)
+    run_demo(a.out, quick=a.quick, encoder=a.encoder)
     return 0
 
 
@@ -292,9 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep", action="store_true", help="keep the scratch folder")
     s.set_defaults(func=cmd_bench)
 
-    s = sub.add_parser("demo", help="the whole chain on a generated corpus, offline, in a few minutes")
+    s = sub.add_parser("demo", help="the whole chain on a generated corpus, offline, in about a minute")
     s.add_argument("--out", type=Path, default=Path("camser-demo"))
     s.add_argument("--quick", action="store_true", help="smaller corpus and fewer epochs (for tests)")
+    s.add_argument("--encoder", default=None,
+                   help="a pretrained SSL encoder (hub id or local folder); default: a small random-weight wav2vec2")
     s.set_defaults(func=cmd_demo)
     return p
 
