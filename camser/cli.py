@@ -173,6 +173,12 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def _add_onnx_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", type=Path, default=None, metavar="FILE",
+                   help="run this ONNX file (from `camser export-onnx`) with onnxruntime instead of torch; "
+                        "MODEL_DIR still supplies the labels and feature settings")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(prog="camser", description=__doc__.split("\n")[0])
@@ -219,9 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
     s.add_argument("--segments", action="store_true", help="table/csv: the per-segment timeline too "
                                                            "(JSON always has it)")
-    s.add_argument("--onnx", type=Path, default=None, metavar="FILE",
-                   help="run this ONNX file (from `camser export-onnx`) with onnxruntime instead of torch; "
-                        "MODEL_DIR still supplies the labels and feature settings")
+    _add_onnx_arg(s)
     _add_runtime_args(s)
     s.set_defaults(func=cmd_predict)
 
@@ -233,8 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (MB)")
-    s.add_argument("--onnx", type=Path, default=None, metavar="FILE",
-                   help="run this ONNX file (from `camser export-onnx`) instead of the torch model")
+    _add_onnx_arg(s)
     _add_runtime_args(s)
     s.set_defaults(func=cmd_serve)
 

@@ -15,7 +15,6 @@ import torch
 
 from camser.audio import load_audio
 from camser.cli import main
-from camser.config import load_config
 from camser.corpora import read_manifest, scan_corpus, write_manifest
 from camser.corpora.synthetic import generate_iemocap
 from camser.demo import tiny_wav2vec2
@@ -26,16 +25,10 @@ from camser.inference.train import train_model
 from camser.reports.results import FOLD_KEYS
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-REPO = Path(__file__).resolve().parents[1]
 LABELS = ["ang", "sad", "hap", "neu"]
 
 
-def make_cfg(root: Path, encoder: Path, *overrides):
-    return load_config(REPO / "camser/configs/demo.yaml", list(overrides), data={
-        "corpus": {"prepared": str(root / "prepared")},
-        "features": {"ssl": {"model": str(encoder)}},
-        "train": {"max_epochs": 2, "min_epochs": 1, "num_threads": 1},
-    })
+from conftest import _tiny_cfg as make_cfg  # noqa: E402  (one tiny experiment for all inference tests)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def render_markdown(r: dict) -> str:
               f"- machine: {m.get('cpu_model')}, {m.get('cpu_cores')} cores ({m.get('cpu_cores_usable')} usable), "
               f"{m.get('memory_gb')} GB RAM, torch threads {m.get('torch_threads')}, "
               f"load average {m.get('load_average_start')} → {m.get('load_average_end')}",
-              f"- versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()
                                           if v and k != "platform"),
               f"- GPU: {m.get('cuda_device') or 'none'}", ""]
 

@@ -130,7 +130,7 @@ def evaluate_model(model_dir: str | Path, corpus: str, root: str | Path, out_dir
     dropped = Counter(u.label for u in scan.utterances if mapping[u.label] is None)
     log(f"{len(scan.utterances)} utterances of {corpus}; mapped: "
         + ", ".join(f"{k}→{v}" for k, v in mapping.items() if v is not None)
-        + (f"; dropped (label unknown to the model): "
+        + ("; dropped (label unknown to the model): "
            + ", ".join(f"{k} {n}" for k, n in sorted(dropped.items())) if dropped else ""))
     if not kept:
         raise CamserError(f"{root}: no utterance has a label the model knows ({', '.join(labels)}); "
