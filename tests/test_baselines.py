@@ -93,9 +93,11 @@ def test_mlp_on_utterance_means_learns_and_resumes(ws, tmp_path):
     assert fold["epochs"] is None and 0 <= fold["val_ua"] <= 1 and len(fold["confusion"]) == 4
     for name in ("results.json", "report.md", "report.html", "folds/fold01_seed0/result.json"):
         assert (tmp_path / "mlp" / name).exists(), name
+    import shutil
+    shutil.rmtree(tmp_path / "mlp/folds/fold02_seed0")
     lines = []
     again = run_cv(cfg, tmp_path / "mlp", log=lines.append, progress=False)      # per-fold resume
-    assert sum("done already" in line for line in lines) == 3
+    assert sum("done already" in line for line in lines) == 2
     assert again["summary"] == results["summary"]
 
 
@@ -186,6 +188,40 @@ def test_lstm_windows_train_random_and_test_pooled(ws):
         changed = dict(batch, mfcc=batch["mfcc"].clone())
         changed["mfcc"][2, 10:] = 100.0
         assert torch.allclose(model(changed)[2], logp[2])
+
+
+def test_frame_model_on_new_audio_masks_padding_as_training_did(ws, tmp_path):
+    """`camser train` → predict on files: a frame model gets each segment's real-audio fraction
+    (``valid``) from the inference pipeline too, so its log-probabilities equal those of the
+    cached, masked training features, padded last segments included."""
+    from camser.inference.train import train_model
+    from camser.training.cv import data_inputs
+    from camser.training.data import segment_set
+    from camser.training.experiment import prepare_data
+    from camser.training.trainer import predict_segments
+
+    cfg = make_cfg(ws, {"name": "lstm", "feature": "mfcc", "window_frames": 50}, "train.max_epochs=8",
+                   "train.min_epochs=8", "train.lr=0.01")
+    rec = train_model(cfg, tmp_path / "lstm", log=lambda m: None, progress=False)
+    data = prepare_data(rec.cfg, data_inputs(rec.cfg), progress=False)
+    some = sorted(data.utterances, key=lambda u: u.duration_s % 3.0)[:4]      # short last segments
+    label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
+    segs = segment_set(data.stores, [u.id for u in some], label_of)
+    cached = predict_segments(rec.model, data.stores, segs, 8, "cpu", batch_fn=rec.model.batch_builder(data, rec.cfg))
+    unmasked = predict_segments(rec.model, data.stores, segs, 8, "cpu")
+    assert np.abs(cached - unmasked).max() > 1e-2          # the mask matters to this model
+    fresh = np.log([list(s.probabilities.values()) for p in rec.predict([u.path for u in some]) for s in p.segments])
+    np.testing.assert_allclose(fresh, cached, atol=1e-5)
+    # exported to ONNX, the model reads `valid` as a graph input (a fixed number of windows)
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from camser.inference.onnx_export import export_onnx
+    from camser.inference.recognizer import EmotionRecognizer
+    info = export_onnx(tmp_path / "lstm", tmp_path / "lstm.onnx", log=lambda m: None)
+    assert info["inputs"] == ["mfcc", "valid"]
+    onnx = EmotionRecognizer.from_pretrained(tmp_path / "lstm", onnx=tmp_path / "lstm.onnx", device="cpu")
+    got = np.log([list(s.probabilities.values()) for p in onnx.predict([u.path for u in some]) for s in p.segments])
+    np.testing.assert_allclose(got, cached, atol=1e-4)
 
 
 def test_query2label_learns_with_bce(ws, tmp_path):

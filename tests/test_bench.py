@@ -37,6 +37,13 @@ def test_bench_quick_writes_json_and_markdown(tmp_path):
     assert measurements["training"]["train_paper"]["extrapolated"] is True
     assert measurements["training"]["cv_ratio"]["status"] == "ok"
     assert measurements["inference"]["onnx"]["status"] != "ok" or "variants" in measurements["inference"]["onnx"]
+    int8 = measurements["inference"]["int8_ua"]
+    if int8["status"] == "ok":                 # trained on the synthetic corpus, fold 1, in a quick run
+        assert set(int8["variants"]) == {"torch_fp32", "onnx_fp32", "onnx_int8"}
+        assert all(0 <= v["ua"] <= 1 for v in int8["variants"].values())
+        assert int8["variants"]["onnx_fp32"]["ua"] == int8["variants"]["torch_fp32"]["ua"]
+        assert int8["ua_change_int8_vs_fp32"] == round(int8["variants"]["onnx_int8"]["ua"]
+                                                      - int8["variants"]["onnx_fp32"]["ua"], 4)
     assert measurements["peak_memory"]["peak_private_mb"] is not None
 
     assert [t["id"] for t in report["targets"]] == [t.id for t in TARGETS]

@@ -13,6 +13,7 @@ from camser.config import load_config
 from camser.corpora import scan_corpus, write_manifest
 from camser.corpora.synthetic import generate_iemocap
 from camser.demo import tiny_wav2vec2
+from camser.errors import ConfigError
 from camser.training.cv import run_cv
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -78,7 +79,13 @@ def test_same_seed_same_numbers_and_resume_after_kill(workspace, tmp_path):
     # finished folds are not rerun
     lines.clear()
     run_cv(cfg, tmp_path / "c", log=lines.append, progress=False)
-    assert any("done already" in line for line in lines) and not any(line.startswith("epoch") for line in lines)
+    assert any("finished already" in line for line in lines) and not any(line.startswith("epoch") for line in lines)
+    # a changed configuration is refused (its folds would be mixed with these); where and how fast is not
+    with pytest.raises(ConfigError, match=r"train\.lr \(0\.003 → 0\.01\)"):
+        run_cv(load_config(None, ["train.lr=0.01"], data=cfg.to_dict()), tmp_path / "c", log=lambda m: None)
+    moved = load_config(None, ["train.num_threads=2", f"features.cache_dir={tmp_path / 'c2'}"],
+                        data=cfg.to_dict())
+    assert fold_numbers(run_cv(moved, tmp_path / "c", log=lambda m: None, progress=False)) == fold_numbers(reference)
 
 
 def test_paper_validation_is_flagged_optimistic(workspace, tmp_path):

@@ -175,6 +175,17 @@ def test_ssl_hash_covers_model_layer_dtype_but_not_batch_size(corpus, tiny_w2v, 
     bigger = _cfg(tiny_w2v)
     bigger.features.ssl.batch_size = 7
     assert store_path(tmp_path, "ssl", corpus, bigger) == base
+    # the same files re-copied in place (new modification times) keep the cache; new weights don't
+    import os
+    before = store_path(tmp_path, "ssl", corpus, _cfg(str(copy)))
+    for f in Path(copy).iterdir():
+        os.utime(f)
+    assert store_path(tmp_path, "ssl", corpus, _cfg(str(copy))) == before
+    weights = Path(copy) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert store_path(tmp_path, "ssl", corpus, _cfg(str(copy))) != before
 
 
 def test_killed_extraction_resumes_to_identical_arrays(corpus, tiny_w2v, tmp_path, monkeypatch):

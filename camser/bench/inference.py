@@ -4,7 +4,8 @@ A CPU-practical CA-MSER (random weights) reading all hidden states of the wav2ve
 architecture is written as a model folder (the layout ``camser train`` writes) and loaded
 back with ``EmotionRecognizer.from_pretrained``; ``predict`` then runs on a 60 s WAV file:
 audio decoding, windowing, MFCC, spectrogram, the encoder and the model. ONNX Runtime figures
-(fp32 and int8) are measured once camser has an ONNX export and onnxruntime is installed.
+(fp32 and int8) run the same file through graphs exported from audio; what int8 costs in
+accuracy is measured by :mod:`camser.bench.quantization`.
 """
 from __future__ import annotations
 
@@ -151,5 +152,4 @@ def measure_onnx(ctx) -> dict:
         out["variants"][variant] = {"predict_s": [rnd(x, 3) for x in times],
                                     "rtf": rnd(statistics.median(times) / duration, 4),
                                     "max_abs_diff_vs_torch": summary.get("max_abs_diff")}
-    out["ua_change_int8"] = "skipped: needs a model trained on RAVDESS EmoBox fold 1 (not wired yet)"
     return out

@@ -113,11 +113,16 @@ def render_markdown(r: dict) -> str:
                 lines.append(f"- {name} ({e['device']}, {e['audio_s']} s audio, {e['encoder']}): RTF "
                              f"**{_fmt(e['rtf'], 4)}** (first call {_fmt(e['rtf_first_call'], 4)}), model load "
                              f"{_fmt(e['load_s'])} s{extra}")
+            elif name == "int8_ua":
+                v = e["variants"]
+                lines.append(f"- int8 accuracy ({e['experiment']}; {e['n_test_utterances']} test utterances): UA "
+                             + ", ".join(f"{k} {_fmt(100 * x['ua'])} %" for k, x in v.items())
+                             + f"; int8 − fp32: UA **{_fmt(100 * e['ua_change_int8_vs_fp32'])}** points, "
+                             f"same prediction for {_fmt(100 * e['prediction_agreement_int8_vs_fp32'])} % of files")
             else:
                 for v, x in e.get("variants", {}).items():
-                    lines.append(f"- {name} {v}: RTF {_fmt(x['rtf'], 4)}")
-                if "ua_change_int8" in e:
-                    lines.append(f"- {name} UA change with int8: {e['ua_change_int8']}")
+                    lines.append(f"- {name} {v}: RTF {_fmt(x['rtf'], 4)} (max |Δp| vs PyTorch "
+                                 f"{_fmt(x.get('max_abs_diff_vs_torch'))})")
         lines.append("")
 
     pm = meas.get("peak_memory", {})

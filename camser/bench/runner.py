@@ -41,6 +41,7 @@ MEASUREMENTS: dict[str, tuple[str, str, dict, bool, int]] = {
     "train_finetune": ("training", "camser.bench.training:train_finetune", {}, True, 3600),
     "predict": ("inference", "camser.bench.inference:measure_predict", {}, True, 1800),
     "onnx": ("inference", "camser.bench.inference:measure_onnx", {}, False, 3600),
+    "int8_ua": ("inference", "camser.bench.quantization:measure_int8_ua", {}, False, 3600),
 }
 GROUPS = ("features", "training", "inference")
 DERIVED = {"cv_ratio": "training"}

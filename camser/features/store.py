@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -69,13 +70,29 @@ def store_path(cache_dir: str | Path, kind: str, utterances: Sequence[Utterance]
 
 
 def _model_fingerprint(model: str) -> list | None:
-    """For a local model folder, its files' names, sizes and modification times, so weights
-    replaced in place (a fine-tuned checkpoint saved over the old one) give a new cache.
-    None for hub ids (the id names the weights)."""
+    """For a local model folder, its files' names, sizes and content digests, so weights
+    replaced in place (a fine-tuned checkpoint saved over the old one) give a new cache, while
+    a copy of the same folder (new modification times) keeps it. None for hub ids (the id
+    names the weights)."""
     p = Path(os.path.expanduser(model))
     if not p.is_dir():
         return None
-    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(p.iterdir()) if f.is_file()]
+    return [[f.name, f.stat().st_size, _file_digest(f)] for f in sorted(p.iterdir()) if f.is_file()]
+
+
+_DIGESTS: dict[tuple, str] = {}     # (path, size, mtime) → digest: each file is read once per process
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 # ---------------------------------------------------------------------- the store

@@ -10,6 +10,11 @@ import torch
 import torch.nn.functional as F
 
 
+# batch keys passed along when present, though no model declares them as inputs: ``valid``, the
+# real-audio fraction of each segment (frame-level baselines mask padding frames with it)
+OPTIONAL = ("valid",)
+
+
 class Backend(Protocol):
     inputs: tuple[str, ...]      # batch keys read: mfcc, spec, ssl or audio
 
@@ -30,6 +35,7 @@ class TorchBackend:
     @torch.no_grad()
     def log_probs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         self.model.eval()
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(batch[k])).to(self.device) for k in self.inputs}
+        keys = [*self.inputs, *(k for k in OPTIONAL if k in batch and k not in self.inputs)]
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(batch[k])).to(self.device) for k in keys}
         logits = self.model(tensors)
         return F.log_softmax(logits.float(), dim=-1).cpu().numpy()

@@ -45,6 +45,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -119,6 +120,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, source: str = "featur
             if "audio" in names else f"the model reads no SSL frames ({', '.join(names)}): "
             "the audio graph is the features graph")
     pipeline = FeaturePipeline(cfg, names, recognizer.pipeline.encoder if "ssl" in names else None)
+    names += tuple(k for k in getattr(model, "optional_inputs", ()) if k not in names)   # e.g. valid
     example = example_batch(pipeline)
     graph = _Graph(model, names, ssl, cfg.features.ssl.dtype).eval()
 
@@ -201,7 +203,7 @@ def example_batch(pipeline, seconds: float | None = None, seed: int = 0) -> dict
     y = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.4 * np.sin(2 * np.pi * 3 * t))
     y = 0.1 * y + 0.005 * np.random.default_rng(seed).standard_normal(n)
     windows = list(pipeline.waveform_windows(y.astype(np.float32), sr, "<export example>"))
-    return {k: np.concatenate([w.features[k] for w in windows]) for k in pipeline.inputs}
+    return {k: np.concatenate([w.features[k] for w in windows]) for k in windows[0].features}
 
 
 # ---------------------------------------------------------------------- running it
@@ -258,7 +260,8 @@ class OnnxBackend:
         if (created and created != str(md.meta.get("created"))) or (digest and digest != _config_digest(md.path)):
             raise CamserError(f"{self.path}: exported from another model folder than {md.path} "
                               f"(model created {created}, this one {md.meta.get('created')}); export it again")
-        unknown = [k for k in self.inputs if k not in ("mfcc", "spec", "ssl", "audio")]
+        from ..training.data import STORE_KINDS
+        unknown = [k for k in self.inputs if k not in (*STORE_KINDS, "audio", "valid")]
         if unknown:
             raise CamserError(f"{self.path}: unknown input '{unknown[0]}'")
 
@@ -381,7 +384,7 @@ def _remove_onnx(path: Path) -> None:
 
 
 def _first_line(e: Exception) -> str:
-    text = str(e).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()     # the exporter colours its messages
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith(("Traceback", "File ")):

@@ -68,7 +68,7 @@ class FeaturePipeline:
     def __init__(self, cfg: ExperimentConfig, inputs: Iterable[str], encoder=None, window_s: float = 15.0):
         self.cfg = cfg
         self.inputs = tuple(inputs)
-        unknown = [k for k in self.inputs if k not in STORE_KINDS and k != "audio"]
+        unknown = [k for k in self.inputs if k not in STORE_KINDS and k not in ("audio", "valid")]
         if unknown:
             raise CamserError(f"the model reads '{unknown[0]}', which no feature kind provides")
         self.kinds = [STORE_KINDS[k] for k in self.inputs if k in STORE_KINDS]
@@ -108,6 +108,10 @@ class FeaturePipeline:
             batch["ssl"] = batch["ssl"].astype(self.cfg.features.ssl.dtype).astype(np.float32)
         if "audio" in self.inputs:          # the encoder is inside the model: it gets the samples
             batch["audio"] = np.stack([cut(y, s) for s in segments])
+        # the real-audio fraction of each segment, as training's batches carry it (see
+        # camser.training.data.valid_fractions): frame models mask the last segment's padding
+        batch["valid"] = np.array([max(min(max(len(y) - s.start, 0), s.end - s.start), 1) / (s.end - s.start)
+                                   for s in segments], dtype=np.float32)
         return batch
 
     def _window(self, y: np.ndarray, offset: int, n_samples: int | None = None) -> Window:

@@ -66,7 +66,18 @@ def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
     log(f"training on {len(split.train_ids)} utterances of {len(split.train_speakers)} speakers, "
         f"validating on {len(split.val_ids)} of {', '.join(split.val_speakers)}; labels: {', '.join(data.labels)}")
     model, result, _ = train_split(cfg, data, split, seed, out / CHECKPOINT, log)
+    meta = save_trained(out, model, cfg, data, split, result, seed, started)
+    (out / CHECKPOINT).unlink(missing_ok=True)   # a pickle: never part of a finished folder
+    wa, ua = (float("nan") if v is None else v for v in (meta["training"]["val_wa"], meta["training"]["val_ua"]))
+    log(f"model saved to {out} (best epoch {result.best_epoch} of {result.epochs}; validation "
+        f"WA {wa:.3f} UA {ua:.3f})")
+    return EmotionRecognizer(model, data.labels, cfg, device=resolve_device(cfg.train.device), metadata=meta)
 
+
+def save_trained(out: Path, model, cfg: ExperimentConfig, data, split, result, seed: int,
+                 started: float) -> dict:
+    """Write the model folder of a model trained on ``split`` (its train and validation
+    speakers are recorded); → the metadata written to ``camser.json``."""
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     meta = {
         "labels": list(data.labels),
@@ -87,10 +98,7 @@ def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_model_dir(out, model, cfg, meta, result.history)
-    (out / CHECKPOINT).unlink(missing_ok=True)   # a pickle: never part of a finished folder
-    log(f"model saved to {out} (best epoch {result.best_epoch} of {result.epochs}; validation "
-        f"WA {best.get('val_wa', float('nan')):.3f} UA {best.get('val_ua', float('nan')):.3f})")
-    return EmotionRecognizer(model, data.labels, cfg, device=resolve_device(cfg.train.device), metadata=meta)
+    return meta
 
 
 def _encoder_meta(cfg: ExperimentConfig, stores: dict, model) -> dict | None:

@@ -176,6 +176,9 @@ class FrameModel(SavesConfig, nn.Module):
     """What the frame-level baselines share: the input stage, the inputs they declare, fitting
     the normalisation on the training rows and the batch builder adding ``valid``."""
 
+    # read when the batch has it (the real-audio fraction of each segment; see frame_mask)
+    optional_inputs = ("valid",)
+
     def __init__(self, config):
         super().__init__()
         self.config = config
@@ -260,7 +263,7 @@ class FrameLSTM(FrameModel):
             h = self.encode(take_windows(x, starts.unsqueeze(1), w)[:, 0])
             logits, emb = self.head(h), h
         else:
-            starts, wmask = window_starts(n_valid, w, self.config.eval_hop or max(w // 2, 1))
+            starts, wmask = window_starts(n_valid, w, self.config.eval_hop or max(w // 2, 1), n_frames=t)
             k = starts.shape[1]
             h = self.encode(take_windows(x, starts, w).reshape(b * k, w, -1)).reshape(b, k, -1)
             m = wmask.unsqueeze(-1).to(h.dtype)

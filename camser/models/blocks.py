@@ -421,14 +421,17 @@ def frame_mask(valid: torch.Tensor | None, n_frames: int, batch: int | None = No
     return torch.arange(n_frames, device=valid.device).unsqueeze(0) < n.unsqueeze(1)
 
 
-def window_starts(n_valid: torch.Tensor, window: int, hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+def window_starts(n_valid: torch.Tensor, window: int, hop: int,
+                  n_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Evaluation windows covering each item's real frames: ``k_i = ceil((n_i − W) / hop) + 1``
     windows spread evenly from frame 0 to ``n_i − W`` (one at 0 when ``n_i ≤ W``), so the last
     ends exactly at the last real frame. → ``starts`` ``(B, K)`` and ``mask`` ``(B, K)``
-    (K = the largest ``k_i``; masked entries are 0)."""
+    (masked entries are 0). K is the largest ``k_i``, or with ``n_frames`` the most any item
+    of that many frames can need: a shape that doesn't depend on the data (ONNX export)."""
     span = (n_valid - window).clamp_min(0)
     k = torch.div(span + hop - 1, hop, rounding_mode="floor") + 1
-    j = torch.arange(int(k.max()), device=n_valid.device).unsqueeze(0)
+    k_max = int(k.max()) if n_frames is None else -(-max(n_frames - window, 0) // hop) + 1
+    j = torch.arange(k_max, device=n_valid.device).unsqueeze(0)
     mask = j < k.unsqueeze(1)
     starts = torch.round(j * span.unsqueeze(1).float() / (k - 1).clamp_min(1).unsqueeze(1).float()).long()
     return torch.where(mask, starts, torch.zeros_like(starts)), mask

@@ -82,6 +82,8 @@ class MultimodalSER(SavesConfig, nn.Module):
 
     model_name, config_class = "multimodal", MultimodalConfig
 
+    optional_inputs = ("valid",)      # the audio frames' real-audio fraction, when the batch has it
+
     def __init__(self, config: MultimodalConfig):
         super().__init__()
         self.config = c = config

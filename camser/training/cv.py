@@ -15,13 +15,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, load_config
 from ..models import build_model, model_kind, required_inputs
 from ..reports.results import build_results, versions, write_json
 from ..errors import ConfigError
 from .data import AudioBatches, feature_dims, segment_set
 from .metrics import compute_metrics
-from .experiment import PreparedData, prepare_data
+from .experiment import PreparedData, load_utterances, prepare_data
 from .protocols import make_folds
 from .trainer import fit, predict_segments, resolve_device, torch_threads, utterance_metrics
 
@@ -184,13 +184,55 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None
         return _run_cv(cfg, out, log, progress)
 
 
+# Settings that may change between a run and its resumption: they choose which folds run, where
+# and how fast, or how the report looks, not what a finished fold's numbers are.
+RESUMABLE_CHANGES = ("name", "features.cache_dir", "train.num_threads", "train.device", "train.seeds",
+                     "protocol.folds", "output")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
+    """Refuse to add folds to a run folder whose finished folds came from another configuration
+    (their numbers would be mixed into one table)."""
+    saved = out / "config.yaml"
+    if not saved.is_file() or not any(out.glob("folds/*/result.json")):
+        return
+    try:
+        old = _flat(load_config(saved).to_dict())
+    except Exception:                  # unreadable: written by another version; say so below
+        old = {}
+    new = _flat(cfg.to_dict())
+    changed = sorted(k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>")
+                     and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES))
+    if changed:
+        shown = ", ".join(f"{k} ({old.get(k, '<unset>')!r} → {new.get(k, '<unset>')!r})" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ConfigError(f"{out}: holds finished folds of another configuration ({shown}{more}); "
+                          "use another --out, or delete the folder to start over")
+
+
 def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
     rank, world = _init_distributed(cfg)
     started = time.time()
+    check_same_experiment(cfg, out)
     if rank == 0:
         cfg.save(out / "config.yaml")
+    utterances, labels = load_utterances(cfg)
+    folds = make_folds(utterances, cfg.protocol, folds_csv=cfg.corpus.folds_csv)
+    done = [out / "folds" / f"fold{f.index:02d}_seed{seed}" / "result.json" for f in folds for seed in cfg.train.seeds]
+    if all(p.exists() for p in done):       # nothing to train: no features needed
+        log(f"all {len(done)} fold × seed runs are finished already")
+        if rank != 0:
+            return {}
+        return finalize(cfg, out, folds, labels)        # keeps the wall time the run took
     data = prepare_data(cfg, data_inputs(cfg), progress=progress and rank == 0)
-    folds = make_folds(data.utterances, cfg.protocol, folds_csv=cfg.corpus.folds_csv)
     ddp = world > 1 and cfg.train.distribute == "data"
     jobs = [(fold, r, seed) for fold in folds for r, seed in enumerate(cfg.train.seeds)]
 
@@ -233,6 +275,9 @@ def finalize(cfg: ExperimentConfig, out: Path, folds, labels: list[str], wall_s:
                             [{k: v for k, v in e.items() if k not in ("history", "predictions")} for e in entries],
                             np.array(pooled_true), np.array(pooled_pred))
     results["seeds"] = list(cfg.train.seeds)
+    previous = out / "results.json"
+    if wall_s is None and previous.is_file():
+        wall_s = json.loads(previous.read_text()).get("wall_s")
     if wall_s is not None:
         results["wall_s"] = round(wall_s, 1)
     write_json(out / "results.json", results)
