@@ -10,11 +10,6 @@ import torch
 import torch.nn.functional as F
 
 
-# batch keys passed along when present, though no model declares them as inputs: ``valid``, the
-# real-audio fraction of each segment (frame-level baselines mask padding frames with it)
-OPTIONAL = ("valid",)
-
-
 class Backend(Protocol):
     inputs: tuple[str, ...]      # batch keys read: mfcc, spec, ssl or audio
 
@@ -31,11 +26,13 @@ class TorchBackend:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.inputs = tuple(getattr(model, "inputs", ("mfcc", "spec", "ssl")))
+        # keys read when the batch has them (``valid``: frame baselines mask padding with it)
+        self.optional = tuple(k for k in getattr(model, "optional_inputs", ()) if k not in self.inputs)
 
     @torch.no_grad()
     def log_probs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         self.model.eval()
-        keys = [*self.inputs, *(k for k in OPTIONAL if k in batch and k not in self.inputs)]
+        keys = [*self.inputs, *(k for k in self.optional if k in batch)]
         tensors = {k: torch.from_numpy(np.ascontiguousarray(batch[k])).to(self.device) for k in keys}
         logits = self.model(tensors)
         return F.log_softmax(logits.float(), dim=-1).cpu().numpy()

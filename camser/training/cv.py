@@ -206,7 +206,7 @@ def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
         return
     try:
         old = _flat(load_config(saved).to_dict())
-    except Exception:                  # unreadable: written by another version; say so below
+    except ConfigError:                # unreadable (another version's fields): treated as all changed
         old = {}
     new = _flat(cfg.to_dict())
     changed = sorted(k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>")
