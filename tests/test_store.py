@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 import camser.features.extract as extract_mod
 from camser.audio import load_audio
@@ -316,16 +317,57 @@ def test_sigkilled_extraction_resumes_to_identical_arrays(corpus, tiny_w2v, tmp_
         np.testing.assert_array_equal(resumed[kind].array, clean[kind].array)
 
 
-def test_read_rows_equals_memmap_rows(tmp_path):
-    from camser.features.store import FeatureStore
-    from camser.types import Segment
+def _small_store(tmp_path) -> tuple[FeatureStore, np.ndarray]:
     index = [Segment("u", i, 0, 1) for i in range(20)]
     store = FeatureStore.create(tmp_path / "ssl-x", "ssl", index, (3, 4), np.float16)
     values = np.random.default_rng(0).standard_normal((20, 3, 4)).astype(np.float16)
     store.write(slice(0, 20), values)
     store.mark_done(slice(0, 20))
     store.finalize()
-    reopened = FeatureStore.open(tmp_path / "ssl-x")
+    return FeatureStore.open(tmp_path / "ssl-x"), values
+
+
+def test_read_rows_equals_memmap_rows(tmp_path):
+    reopened, values = _small_store(tmp_path)
     rows = np.array([0, 5, 6, 19])
     np.testing.assert_array_equal(reopened.read_rows(rows), values[rows])
     np.testing.assert_array_equal(reopened.read_rows(rows), np.asarray(reopened.array[rows]))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "posix_fadvise"), reason="no posix_fadvise on this OS")
+def test_prefetch_asks_once_per_run_of_consecutive_rows(tmp_path, monkeypatch):
+    import os
+    store, _ = _small_store(tmp_path)
+    calls = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: calls.append((offset, length, advice)))
+    store.prefetch(np.array([1, 2, 3, 7, 9, 10]))
+    row, base = 3 * 4 * 2, store.array.offset
+    assert calls == [(base + 1 * row, 3 * row, os.POSIX_FADV_WILLNEED), (base + 7 * row, row, os.POSIX_FADV_WILLNEED),
+                     (base + 9 * row, 2 * row, os.POSIX_FADV_WILLNEED)]
+
+
+def test_gather_upcasts_and_keeps_the_asked_order(tmp_path):
+    from camser.training.data import gather
+    store, values = _small_store(tmp_path)
+    rows = np.array([19, 0, 6, 5])
+    batch = gather({"ssl": store}, rows)
+    assert batch["ssl"].dtype == torch.float32
+    np.testing.assert_array_equal(batch["ssl"].numpy(), values[rows].astype(np.float32))
+
+
+def test_with_prefetch_asks_for_the_next_batch_before_yielding_this_one():
+    from camser.training.data import SegmentSet, with_prefetch
+    asked = []
+
+    class Recorder:
+        def prefetch(self, rows):
+            asked.append(list(rows))
+
+    segs = SegmentSet(np.array([10, 11, 12, 13, 14]), np.zeros(5, dtype=np.int64), ["u"] * 5)
+    batches = [np.array([4, 0]), np.array([2, 1]), np.array([3])]
+    seen = []
+    for idx in with_prefetch(iter(batches), {"ssl": Recorder()}, segs):
+        seen.append((list(idx), len(asked)))
+    # batch 0 comes with batch 1's rows (sorted) already asked for, batch 1 with batch 2's
+    assert seen == [([4, 0], 1), ([2, 1], 2), ([3], 2)]
+    assert asked == [[11, 12], [13]]

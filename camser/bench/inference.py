@@ -9,6 +9,7 @@ accuracy is measured by :mod:`camser.bench.quantization`.
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 import statistics
@@ -152,4 +153,6 @@ def measure_onnx(ctx) -> dict:
         out["variants"][variant] = {"predict_s": [rnd(x, 3) for x in times],
                                     "rtf": rnd(statistics.median(times) / duration, 4),
                                     "max_abs_diff_vs_torch": summary.get("max_abs_diff")}
+        del rec                      # one session at a time, as a user's process holds it
+        gc.collect()
     return out

@@ -66,7 +66,9 @@ def render_markdown(r: dict) -> str:
 
     train = meas.get("training", {})
     if any(n not in ("cv_ratio", "train_data") for n in train):
-        lines += ["## Training", "", "| measurement | SSL frames | segments | epoch (s) | how | peak private MiB |",
+        lines += ["## Training", "", "Epoch: the mean over the timed epochs; warm: without the first, which also "
+                  "pages the feature stores in from disk.", "",
+                  "| measurement | SSL frames | segments | epoch (s) | how | peak private MiB |",
                   "|---|---|---|---|---|---|"]
         for name, e in train.items():
             if name in ("cv_ratio", "train_data"):
@@ -76,7 +78,8 @@ def render_markdown(r: dict) -> str:
                 continue
             how = "extrapolated from timed steps" if e.get("extrapolated") else f"{e.get('epochs_timed')} epochs timed"
             shape = e.get("ssl_shape") or ("from audio" if "encoder" in e else "")
-            lines.append(f"| {name} | {shape} | {e.get('n_train_segments')} | {_fmt(e.get('epoch_s'))} | {how} | "
+            epoch = _fmt(e.get("epoch_s")) + (f" (warm {_fmt(e['warm_epoch_s'])})" if e.get("warm_epoch_s") else "")
+            lines.append(f"| {name} | {shape} | {e.get('n_train_segments')} | {epoch} | {how} | "
                          f"{_fmt(e.get('process', {}).get('peak_private_mb'))} |")
         lines.append("")
     if train:

@@ -284,7 +284,17 @@ class SmallSpecCNN(nn.Module):
         x = self.scale(spec.float()).unsqueeze(1)
         if self.input_pool > 1:
             x = F.avg_pool2d(x, self.input_pool, ceil_mode=True)
-        x = self.convs(x)                                          # (B, C, T', F')
+        # Channels-last activations and weights: oneDNN's fast layout on CPU, ~1.3x this CNN's
+        # forward + backward and ~13 % off a CPU-preset training step (README, Benchmarks). The
+        # weights stay contiguous (safetensors wants that) and are converted here: a tiny,
+        # differentiable copy.
+        x = x.contiguous(memory_format=torch.channels_last)
+        for layer in self.convs:
+            if isinstance(layer, nn.Conv2d):
+                x = F.conv2d(x, layer.weight.contiguous(memory_format=torch.channels_last), layer.bias,
+                             layer.stride, layer.padding, layer.dilation, layer.groups)
+            else:
+                x = layer(x)                                       # → (B, C, T', F')
         x = torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)   # length-independent
         return x if self.proj is None else self.proj(x)
 

@@ -58,9 +58,31 @@ def gather(stores: dict, rows: np.ndarray, keys: list[str] | None = None) -> dic
         key = BATCH_KEYS[kind]
         if keys is not None and key not in keys:
             continue
-        block = store.read_rows(rows[order]).astype(np.float32)[inverse]
+        block = np.empty((len(rows), *store.array.shape[1:]), dtype=np.float32)
+        block[order] = store.read_rows(rows[order])      # upcast and reorder in one pass
         batch[key] = torch.from_numpy(block)
     return batch
+
+
+def prefetch(stores: dict, rows: np.ndarray) -> None:
+    """Start reading ``rows`` of every store in the background (see
+    :meth:`~camser.features.store.FeatureStore.prefetch`)."""
+    rows = np.sort(rows)
+    for store in stores.values():
+        store.prefetch(rows)
+
+
+def with_prefetch(batches, stores: dict, segs: SegmentSet):
+    """Yield the index batches of ``batches`` unchanged, each after asking the OS for the next
+    one's rows, so the disk reads batch k+1 while the model computes batch k."""
+    batches = iter(batches)
+    current = next(batches, None)
+    while current is not None:
+        following = next(batches, None)
+        if following is not None:
+            prefetch(stores, segs.rows[following])
+        yield current
+        current = following
 
 
 def valid_fractions(index, utterances, sample_rate: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from .data import SegmentSet, gather, iterate_batches
+from .data import SegmentSet, gather, iterate_batches, with_prefetch
 from .metrics import compute_metrics, pool_segments
 
 
@@ -60,7 +60,7 @@ def predict_segments(model, stores, segs: SegmentSet, batch_size: int, device,
     """Segment log-probabilities (n_seg, C) and, if asked, the model's embeddings per segment."""
     model.eval()
     out, embs = [], {}
-    for idx in iterate_batches(len(segs), batch_size):
+    for idx in with_prefetch(iterate_batches(len(segs), batch_size), stores, segs):
         batch = (batch_fn or _default_batch)(stores, segs, idx)
         batch = {k: v.to(device) for k, v in batch.items()}
         if embeddings:
@@ -133,7 +133,8 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
         epoch = state["epoch"] + 1
         model.train()
         total, count = 0.0, 0
-        for idx in iterate_batches(len(train), cfg.batch_size, gen, rank, world_size):
+        for idx in with_prefetch(iterate_batches(len(train), cfg.batch_size, gen, rank, world_size),
+                                 stores, train):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch_fn(stores, train, idx).items()}
             target = torch.from_numpy(train.labels[idx]).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
