@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -334,9 +335,8 @@ def test_read_rows_equals_memmap_rows(tmp_path):
     np.testing.assert_array_equal(reopened.read_rows(rows), np.asarray(reopened.array[rows]))
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "posix_fadvise"), reason="no posix_fadvise on this OS")
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this OS")
 def test_prefetch_asks_once_per_run_of_consecutive_rows(tmp_path, monkeypatch):
-    import os
     store, _ = _small_store(tmp_path)
     calls = []
     monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: calls.append((offset, length, advice)))
@@ -371,3 +371,11 @@ def test_with_prefetch_asks_for_the_next_batch_before_yielding_this_one():
     # batch 0 comes with batch 1's rows (sorted) already asked for, batch 1 with batch 2's
     assert seen == [([4, 0], 1), ([2, 1], 2), ([3], 2)]
     assert asked == [[11, 12], [13]]
+
+
+def test_read_rows_without_posix_fadvise(tmp_path, monkeypatch):
+    """Where the OS has no posix_fadvise (macOS) prefetch does nothing and reads still work."""
+    monkeypatch.delattr(os, "posix_fadvise", raising=False)
+    store, values = _small_store(tmp_path)
+    rows = np.array([2, 3, 11])
+    np.testing.assert_array_equal(store.read_rows(rows), values[rows])

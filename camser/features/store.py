@@ -234,14 +234,24 @@ class FeatureStore:
         if not isinstance(arr, np.memmap):                 # an in-memory store (tests)
             out[:] = arr[rows]
             return out
-        row_bytes = out[0].nbytes if len(rows) else 0
+        row_bytes, fd = self._row_bytes, self._file()
         self.prefetch(rows)
         flat = out.reshape(len(rows), -1).view(np.uint8)
         for i, r in enumerate(rows):
-            n = os.preadv(self._fd, [flat[i]], arr.offset + int(r) * row_bytes)
+            n = os.preadv(fd, [flat[i]], arr.offset + int(r) * row_bytes)
             if n != row_bytes:
                 raise CamserError(f"{self.path / DATA}: short read at row {r} (truncated cache?)")
         return out
+
+    @property
+    def _row_bytes(self) -> int:
+        return int(np.prod(self.array.shape[1:])) * self.array.dtype.itemsize
+
+    def _file(self) -> int:
+        """The data file's descriptor for positioned reads, opened once."""
+        if self._fd is None:
+            self._fd = os.open(self.array.filename, os.O_RDONLY)
+        return self._fd
 
     def prefetch(self, rows: np.ndarray) -> None:
         """Ask the OS to start reading ``rows`` (sorted ascending) into its page cache and return
@@ -252,13 +262,11 @@ class FeatureStore:
         arr = self.array
         if not isinstance(arr, np.memmap) or not hasattr(os, "posix_fadvise") or len(rows) == 0:
             return
-        if self._fd is None:
-            self._fd = os.open(arr.filename, os.O_RDONLY)
-        row_bytes = int(np.prod(arr.shape[1:])) * arr.dtype.itemsize
+        fd, row_bytes = self._file(), self._row_bytes
         rows = np.asarray(rows, dtype=np.int64)
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1          # runs of consecutive rows: one call each
         for run in np.split(rows, breaks):
-            os.posix_fadvise(self._fd, arr.offset + int(run[0]) * row_bytes, len(run) * row_bytes,
+            os.posix_fadvise(fd, arr.offset + int(run[0]) * row_bytes, len(run) * row_bytes,
                              os.POSIX_FADV_WILLNEED)
 
     def rows_of(self, utterance_id: str) -> list[int]:
