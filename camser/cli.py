@@ -63,6 +63,9 @@ def _print_summary(results: dict, out) -> None:
     print(f"WA {100 * s['wa_mean']:.2f} ± {100 * s['wa_std']:.2f}  UA {100 * s['ua_mean']:.2f} ± "
           f"{100 * s['ua_std']:.2f}  macro-F1 {100 * s['f1_mean']:.2f}  (pooled WA {100 * s['wa_pooled']:.2f}, "
           f"UA {100 * s['ua_pooled']:.2f})")
+    norm = results.get("normalize") or {}
+    if norm:
+        print(f"normalisation: {norm.get('description', norm.get('mode'))}")
     print(f"results: {Path(out) / 'results.json'}  report: {Path(out) / 'report.html'}")
 
 
@@ -104,6 +107,8 @@ def cmd_predict(a) -> int:
     files, problems = find_audio(a.paths)
     recognizer = EmotionRecognizer.from_pretrained(a.model_dir, encoder=a.encoder, device=a.device,
                                                    batch_size=a.batch_size, onnx=a.onnx)
+    if a.adapt_from:
+        recognizer.adapt(a.adapt_from)
     results = list(problems)
     for p in problems:
         tqdm.write(f"camser: {p.error}", file=sys.stderr)
@@ -151,7 +156,8 @@ def cmd_export_onnx(a) -> int:
 def cmd_evaluate(a) -> int:
     from .inference.evaluate import evaluate_model, summary_line
     results = evaluate_model(a.model_dir, a.corpus, a.root, a.out, label_map=a.label_map,
-                             device=a.device, encoder=a.encoder, batch_size=a.batch_size)
+                             device=a.device, encoder=a.encoder, batch_size=a.batch_size,
+                             adapt=a.adapt, restrict_labels=a.restrict_labels)
     print(summary_line(results))
     print(f"results: {Path(a.out) / 'results.json'}  report: {Path(a.out) / 'report.html'}")
     return 0
@@ -221,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "stderr and carry an error field), 2 when none was.")
     s.add_argument("model_dir", type=Path, help="folder written by `camser train`")
     s.add_argument("paths", nargs="+", help="audio files and/or folders")
+    s.add_argument("--adapt-from", nargs="+", default=None, metavar="PATH",
+                   help="recordings (files/folders) of the same speaker or site: their feature statistics "
+                        "standardise the inputs instead of the training speakers' (no labels; needs a model "
+                        "trained with features.normalize)")
     s.add_argument("--format", choices=("table", "json", "csv"), default="table")
     s.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
     s.add_argument("--segments", action="store_true", help="table/csv: the per-segment timeline too "
@@ -262,7 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", required=True, help="corpus folder (for csv: the manifest CSV file)")
     s.add_argument("--label-map", default=None, help="YAML/JSON {corpus label: model label} (null drops); "
                                                      "default: same names and common aliases")
-    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path, help="DIR for results.json, the report and predictions.csv")
+    s.add_argument("--adapt", choices=("none", "corpus", "speaker"), default="none",
+                   help="standardise the features by the evaluated corpus's own statistics (corpus) or each "
+                        "speaker's (speaker), no labels read; needs a model trained with features.normalize "
+                        "(default: %(default)s, the training speakers' statistics)")
+    s.add_argument("--restrict-labels", action="store_true",
+                   help="decide among the model labels the corpus maps to only (e.g. 4 of an 8-class model)")
     _add_runtime_args(s)
     s.set_defaults(func=cmd_evaluate)
 

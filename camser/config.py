@@ -21,6 +21,9 @@ import yaml
 from .errors import ConfigError
 
 
+NORMALIZE_MODES = ("none", "corpus", "speaker")
+
+
 @dataclass
 class CorpusConfig:
     name: str = "iemocap"          # iemocap | ravdess | cremad | emodb | tess | csv
@@ -98,6 +101,8 @@ class SSLConfig:
     normalize: bool | None = None           # per-chunk zero mean/unit variance; null → as the model's feature extractor
     dtype: str = "float16"                  # storage dtype of the cache
     batch_size: int = 8
+    frame_pool: int = 1                     # average-pool the frames in time by this factor before caching
+                                            # (4: 50 → 12.5 frames/s, a quarter of the cache and of the work)
 
 
 @dataclass
@@ -109,19 +114,37 @@ class FeaturesConfig:
     chroma: ChromaConfig = field(default_factory=ChromaConfig)
     melspec: MelSpecConfig = field(default_factory=MelSpecConfig)
     cache_dir: str | None = None            # null → <prepared>/cache
+    # Standardise every feature level (MFCC, spectrogram, SSL frames; a baseline's pooled
+    # vectors) before the model: none | corpus (one mean/std fitted on the training speakers:
+    # strict) | speaker (each speaker's own mean/std from its unlabelled audio, test speakers
+    # included: transductive, and every report says so).
+    normalize: str = "none"
 
 
 @dataclass
 class TrainConfig:
     mode: str = "frozen"          # frozen (SSL frames from the cache) | finetune (encoder trained from audio)
-    optimizer: str = "adamw"
+    optimizer: str = "adamw"      # adamw | adam | sgd (momentum 0.9, nesterov)
     lr: float = 1e-5
     weight_decay: float = 0.01
+    schedule: str = "constant"    # constant | cosine (per step, after warmup_epochs of linear warm-up)
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max gradient norm; null → no clipping
+    mixup: float = 0.0            # Beta(α, α) mixup of inputs and targets in training; 0 → off
+    frame_mask: float = 0.0       # SpecAugment-style: zero one random span of up to this fraction of each
+                                  # training example's frames (every frame feature, same span); 0 → off
+    unit: str = "segment"         # segment (each 3 s segment an example) | utterance (an utterance's
+                                  # segments in one example, pooled before the head)
+    ensemble: int = 1             # N models per fold/training run (seeds seed, seed+1, …), probabilities averaged
     batch_size: int = 64
     max_epochs: int = 100
     patience: int = 8
     min_epochs: int = 5
     select_on: str = "wa+ua"      # validation score that picks the checkpoint
+    keep: str = "best"            # best (the epoch the validation speakers score best; early stopping) |
+                                  # last (every epoch runs, the last weights are kept: with a cosine
+                                  # schedule, no choice hinges on a few validation speakers)
     seeds: list[int] = field(default_factory=lambda: [111])   # one repeat per seed
     num_threads: int | None = None
     device: str = "auto"          # auto | cpu | cuda
@@ -281,8 +304,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = _deep_merge(raw, data)
     raw = apply_overrides(raw, overrides or [])
     cfg = from_dict(ExperimentConfig, raw)
-    if cfg.segments.last not in ("pad", "align"):
-        raise ConfigError(f"segments.last: {cfg.segments.last!r} is not one of pad, align")
+    for where, value, allowed in (
+            ("segments.last", cfg.segments.last, ("pad", "align")),
+            ("features.normalize", cfg.features.normalize, NORMALIZE_MODES),
+            ("train.optimizer", cfg.train.optimizer, ("adamw", "adam", "sgd")),
+            ("train.schedule", cfg.train.schedule, ("constant", "cosine")),
+            ("train.unit", cfg.train.unit, ("segment", "utterance")),
+            ("train.keep", cfg.train.keep, ("best", "last"))):
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+    t = cfg.train
+    for where, ok, want in (
+            ("train.lr", t.lr > 0, "a positive number"),
+            ("train.warmup_epochs", t.warmup_epochs >= 0, "a number ≥ 0"),
+            ("train.label_smoothing", 0 <= t.label_smoothing < 1, "a number in [0, 1)"),
+            ("train.grad_clip", t.grad_clip is None or t.grad_clip > 0, "null or a positive number"),
+            ("train.mixup", t.mixup >= 0, "a number ≥ 0 (the Beta distribution's α; 0 → off)"),
+            ("train.frame_mask", 0 <= t.frame_mask < 1, "a fraction in [0, 1)"),
+            ("train.ensemble", t.ensemble >= 1, "an integer ≥ 1")):
+        if not ok:
+            raise ConfigError(f"{where}: expected {want}, got {getattr(t, where.split('.')[1])!r}")
     if "name" not in cfg.model:
         raise ConfigError("model.name: missing (e.g. camser)")
     return cfg

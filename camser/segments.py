@@ -50,3 +50,15 @@ def segment_waveform(y: np.ndarray, segment_samples: int, hop_samples: int | Non
     """All segments of a waveform as a ``(n_segments, segment_samples)`` array."""
     bounds = segment_bounds(len(y), segment_samples, hop_samples)
     return np.stack([cut(y, Segment("", i, s, e)) for i, (s, e) in enumerate(bounds)])
+
+
+def valid_fractions(index, utterances, sample_rate: int) -> np.ndarray:
+    """Per segment-table row, the fraction of the segment that is real audio (the rest is the
+    last segment's zero padding), from the utterances' durations: float32 in (0, 1]."""
+    n_samples = {u.id: float(u.duration_s) * sample_rate for u in utterances}
+    out = np.empty(len(index), dtype=np.float32)
+    for r, seg in enumerate(index):
+        length = seg.end - seg.start
+        real = min(max(n_samples.get(seg.utterance_id, seg.end) - seg.start, 0.0), length)
+        out[r] = max(real, 1.0) / length
+    return out

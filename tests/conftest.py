@@ -15,6 +15,17 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 
 
+def prepared_corpus(root: Path, n_sessions: int = 3, utterances_per_speaker: int = 16) -> Path:
+    """A synthetic IEMOCAP-layout corpus under ``root/corpus``, prepared into ``root/prepared``."""
+    from camser.corpora import scan_corpus, write_manifest
+    from camser.corpora.synthetic import generate_iemocap
+    corpus = generate_iemocap(root / "corpus", n_sessions=n_sessions,
+                              utterances_per_speaker=utterances_per_speaker, seed=1)
+    scan = scan_corpus("iemocap", corpus)
+    write_manifest(root / "prepared", scan.utterances, scan.skipped)
+    return root / "prepared"
+
+
 def _tiny_cfg(root: Path, encoder: Path, *overrides):
     from camser.config import load_config
     return load_config(REPO / "camser/configs/demo.yaml", list(overrides), data={

@@ -104,7 +104,7 @@ def test_comparison_table_marks_the_best():
     a = {"wa_mean": 0.70, "wa_std": 0.01, "ua_mean": 0.60, "ua_std": 0.02, "f1_mean": 0.65, "f1_std": 0.01}
     b = {"wa_mean": 0.68, "wa_std": 0.02, "ua_mean": 0.66, "ua_std": 0.03, "f1_mean": 0.65, "f1_std": 0.02}
     md, rows = comparison_table([("full", a, "runs/full"), ("no-coattention", {"summary": b}, "runs/nca")])
-    assert "| full | **70.00 ± 1.00** | 60.00 ± 2.00 | **65.00 ± 1.00** | `runs/full` |" in md
-    assert "| no-coattention | 68.00 ± 2.00 | **66.00 ± 3.00** | **65.00 ± 2.00** | `runs/nca` |" in md
+    assert "| full | none (strict) | **70.00 ± 1.00** | 60.00 ± 2.00 | **65.00 ± 1.00** | `runs/full` |" in md
+    assert "| no-coattention | none (strict) | 68.00 ± 2.00 | **66.00 ± 3.00** | **65.00 ± 2.00** | `runs/nca` |" in md
     assert rows[0]["best"] == ["wa", "f1"] and rows[1]["best"] == ["ua", "f1"]
     json.dumps(rows)

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import SSLConfig
@@ -63,6 +64,9 @@ class SSLEncoder:
         self.n_layers = int(getattr(mcfg, "num_hidden_layers", None) or mcfg.encoder_layers)
         self.hidden_size = int(getattr(mcfg, "hidden_size", None) or mcfg.d_model)
         self.layer = _parse_layer(cfg.layer, self.n_layers)
+        if not isinstance(cfg.frame_pool, int) or isinstance(cfg.frame_pool, bool) or cfg.frame_pool < 1:
+            raise ConfigError(f"features.ssl.frame_pool: expected a positive integer, got {cfg.frame_pool!r}")
+        self.frame_pool = cfg.frame_pool
 
     # ------------------------------------------------------------------ construction
 
@@ -123,9 +127,10 @@ class SSLEncoder:
     @property
     def output_shape(self) -> tuple[int, ...]:
         """Shape of one segment's features: ``(T, D)``, or ``(L+1, T, D)`` for layer ``"all"``."""
+        frames = -(-self.frames_per_segment // self.frame_pool)
         if self.layer == "all":
-            return (self.n_layers + 1, self.frames_per_segment, self.hidden_size)
-        return (self.frames_per_segment, self.hidden_size)
+            return (self.n_layers + 1, frames, self.hidden_size)
+        return (frames, self.hidden_size)
 
     # ------------------------------------------------------------------ torch path
 
@@ -171,12 +176,20 @@ class SSLEncoder:
         else:
             out = self.module(input_values=x, output_hidden_states=need_all)
         if self.layer == "last":
-            return out.last_hidden_state
+            return self._pool_frames(out.last_hidden_state)
         hidden = out.hidden_states
         if isinstance(self.layer, int):
-            return hidden[self.layer]
+            return self._pool_frames(hidden[self.layer])
         stacked = torch.stack(tuple(hidden), dim=1)          # (B, L+1, T, D), embeddings first
-        return stacked if self.layer == "all" else stacked.mean(dim=1)
+        return self._pool_frames(stacked if self.layer == "all" else stacked.mean(dim=1))
+
+    def _pool_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Average ``frame_pool`` consecutive frames (the last group may be shorter)."""
+        if self.frame_pool == 1:
+            return x
+        lead, (t, d) = x.shape[:-2], x.shape[-2:]
+        y = F.avg_pool1d(x.reshape(-1, t, d).transpose(1, 2), self.frame_pool, ceil_mode=True)
+        return y.transpose(1, 2).reshape(*lead, -1, d)
 
     # ------------------------------------------------------------------ frozen path
 
@@ -196,7 +209,7 @@ class SSLEncoder:
         """What a cache records about the encoder."""
         return {"model": self.cfg.model, "model_type": self.model_type, "layer": self.layer,
                 "normalize": self.normalize, "n_layers": self.n_layers, "hidden_size": self.hidden_size,
-                "frames_per_segment": self.frames_per_segment}
+                "frames_per_segment": self.frames_per_segment, "frame_pool": self.frame_pool}
 
 
 # ---------------------------------------------------------------------- helpers

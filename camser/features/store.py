@@ -46,6 +46,8 @@ def kind_config(kind: str, cfg: ExperimentConfig) -> dict:
     section = dataclasses.asdict(getattr(cfg.features, kind))
     if kind == "ssl":
         section.pop("batch_size", None)
+        if section.get("frame_pool") == 1:      # the default: caches made before the field existed stay valid
+            section.pop("frame_pool")
         local = Path(os.path.expanduser(section["model"]))
         if local.is_dir():          # one folder, however it is spelled, is one model
             section["model"] = str(local.resolve())

@@ -102,13 +102,26 @@ def map_labels(corpus_labels, model_labels: list[str], corpus: str,
     return out
 
 
+ADAPT = ("none", "corpus", "speaker")
+_ADAPT_TEXT = {"none": "the training speakers' feature statistics (no adaptation)",
+               "corpus": "adapted: the evaluated corpus's own feature statistics (transductive, no labels)",
+               "speaker": "adapted: each evaluated speaker's own feature statistics (transductive, no labels)"}
+
+
 def evaluate_model(model_dir: str | Path, corpus: str, root: str | Path, out_dir: str | Path,
                    label_map: str | Path | dict | None = None, log: Callable[[str], None] = print,
                    progress: bool = True, device: str = "auto", encoder: str | None = None,
-                   batch_size: int | None = None) -> dict:
+                   batch_size: int | None = None, adapt: str = "none", restrict_labels: bool = False) -> dict:
     """Predict every utterance of ``corpus`` at ``root`` whose label maps to a model label and
     write ``out_dir/results.json`` (+ report, ``predictions.csv``). Returns the results dict,
-    whose ``evaluation`` section holds the label mapping and what was dropped."""
+    whose ``evaluation`` section holds the label mapping, what was dropped, the adaptation and
+    whether the decision was restricted.
+
+    ``adapt`` (a model trained with ``features.normalize``): ``corpus`` standardises the
+    features by the statistics of the whole evaluated corpus, ``speaker`` by those of each
+    speaker's own recordings (no label is read; transductive), ``none`` by the training
+    speakers'. ``restrict_labels``: the decision is the most probable of the model labels the
+    corpus maps to (an 8-class model scored on a 4-class corpus can't answer outside the 4)."""
     from ..reports.run_report import write_run_report
     from .recognizer import EmotionRecognizer
 
@@ -136,19 +149,32 @@ def evaluate_model(model_dir: str | Path, corpus: str, root: str | Path, out_dir
         raise CamserError(f"{root}: no utterance has a label the model knows ({', '.join(labels)}); "
                           "pass --label-map")
 
+    if adapt not in ADAPT:
+        raise CamserError(f"--adapt: {adapt!r} is not one of {', '.join(ADAPT)}")
+    if adapt != "none" and recognizer.training_normalization is None:
+        raise CamserError(f"--adapt {adapt}: {model_dir} was trained with features.normalize=none; "
+                          "adaptation needs a model trained with corpus or speaker normalisation")
+    groups = ({"": kept} if adapt != "speaker" else
+              {s: [u for u in kept if u.speaker == s] for s in sorted({u.speaker for u in kept})})
     rows, failed = [], []
-    preds = recognizer.predict_iter([u.path for u in kept], errors="return")
-    for u, p in tqdm(zip(kept, preds), total=len(kept), desc="evaluate", unit="utt", disable=not progress):
-        if p.ok:
-            rows.append((u, p))
-        else:
-            failed.append((u.path, p.error))
-            log(f"skipped: {p.error}")
+    bar = tqdm(total=len(kept), desc="evaluate", unit="utt", disable=not progress)
+    for group in groups.values():
+        if adapt != "none":
+            recognizer.adapt([u.path for u in group])
+        for u, p in zip(group, recognizer.predict_iter([u.path for u in group], errors="return")):
+            bar.update()
+            if p.ok:
+                rows.append((u, p))
+            else:
+                failed.append((u.path, p.error))
+                log(f"skipped: {p.error}")
+    bar.close()
     if not rows:
         raise CamserError(f"{root}: none of the {len(kept)} utterances could be predicted")
 
+    allowed = [lab for lab in labels if lab in set(mapping.values())] if restrict_labels else labels
     y_true = np.array([labels.index(mapping[u.label]) for u, _ in rows])
-    y_pred = np.array([labels.index(p.label) for _, p in rows])
+    y_pred = np.array([labels.index(max(allowed, key=p.probabilities.__getitem__)) for _, p in rows])
     metrics = compute_metrics(y_true, y_pred, labels)
     meta = recognizer.metadata
     speakers = sorted({u.speaker for u, _ in rows})
@@ -166,21 +192,25 @@ def evaluate_model(model_dir: str | Path, corpus: str, root: str | Path, out_dir
         "model_dir": str(Path(model_dir).resolve()), "corpus": corpus, "root": str(Path(root).resolve()),
         "label_map": mapping, "n_utterances": len(scan.utterances), "n_scored": len(rows),
         "dropped": dict(sorted(dropped.items())), "failed": [{"path": p, "error": e} for p, e in failed],
-        "skipped_files": len(scan.skipped)}
+        "skipped_files": len(scan.skipped), "adapt": adapt,
+        "restrict_labels": restrict_labels, "decision_labels": allowed}
+    results["normalize"] = {"mode": recognizer.metadata.get("normalize", "none"), "adapt": adapt,
+                            "transductive": adapt != "none",
+                            "description": _ADAPT_TEXT[adapt]}
     results["wall_s"] = round(time.time() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
-    _write_predictions(out / "predictions.csv", rows, mapping, labels)
+    _write_predictions(out / "predictions.csv", rows, mapping, labels, y_pred)
     write_run_report(out, results, [entry])
     return results
 
 
-def _write_predictions(path: Path, rows, mapping: dict, labels: list[str]) -> None:
+def _write_predictions(path: Path, rows, mapping: dict, labels: list[str], y_pred) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["id", "path", "speaker", "label", "true", "pred", *[f"p_{lab}" for lab in labels]])
-        for u, p in rows:
-            w.writerow([u.id, u.path, u.speaker, u.label, mapping[u.label], p.label,
+        for (u, p), pred in zip(rows, y_pred):
+            w.writerow([u.id, u.path, u.speaker, u.label, mapping[u.label], labels[pred],
                         *[f"{p.probabilities[lab]:.6f}" for lab in labels]])
 
 
@@ -188,8 +218,10 @@ def summary_line(results: dict) -> str:
     """``WA … UA … macro-F1 … on N utterances (dropped: …)`` for the CLI."""
     fold, ev = results["folds"][0], results["evaluation"]
     dropped = ", ".join(f"{k} {n}" for k, n in ev["dropped"].items()) or "none"
+    how = f"adapt {ev.get('adapt', 'none')}" + (", decision over the mapped labels only"
+                                                if ev.get("restrict_labels") else "")
     return (f"WA {100 * fold['wa']:.2f}  UA {100 * fold['ua']:.2f}  macro-F1 {100 * fold['f1_macro']:.2f}  "
-            f"on {ev['n_scored']} utterances of {ev['corpus']} (dropped: {dropped})")
+            f"on {ev['n_scored']} utterances of {ev['corpus']} (dropped: {dropped}; {how})")
 
 
 __all__ = ["ALIASES", "evaluate_model", "map_labels", "read_label_map", "summary_line"]

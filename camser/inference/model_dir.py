@@ -9,6 +9,10 @@ JSON/YAML and safetensors (nothing pickled, so a folder from elsewhere is safe t
     features.yaml       the audio, segments and features sections: the feature pipeline
     experiment.yaml     the whole resolved experiment configuration
     history.json        the training history (per epoch: losses, validation WA/UA)
+    normalization.safetensors
+                        with ``features.normalize`` on: the training speakers' feature statistics
+                        (``{key}.mean`` / ``{key}.std``), what new audio is standardised by unless
+                        statistics of its own speaker or corpus are given (``adapt``)
     camser.json         written last: format, label names, model inputs, the encoder reference
                         and its output shape, seed, versions, the training and validation speakers
 
@@ -34,6 +38,7 @@ from ..reports.results import write_json
 FORMAT = "camser-model"
 FORMAT_VERSION = 1
 META, FEATURES, EXPERIMENT, HISTORY = "camser.json", "features.yaml", "experiment.yaml", "history.json"
+NORMALIZATION = "normalization.safetensors"
 
 
 def resolve_encoder(model: str) -> str:
@@ -58,11 +63,16 @@ def feature_section(cfg: ExperimentConfig) -> dict:
     return {"audio": d["audio"], "segments": d["segments"], "features": features}
 
 
-def write_model_dir(out: Path, model, cfg: ExperimentConfig, meta: dict, history: list[dict]) -> None:
+def write_model_dir(out: Path, model, cfg: ExperimentConfig, meta: dict, history: list[dict],
+                    normalization=None) -> None:
     """Write the folder (the model's own files first, ``camser.json`` last: a folder without it
-    is unfinished). ``cfg`` should already have its encoder resolved."""
+    is unfinished). ``cfg`` should already have its encoder resolved; ``normalization``: the
+    training-side :class:`~camser.features.normalize.FrameStatistics` (or None)."""
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
+    if normalization is not None:
+        from safetensors.torch import save_file
+        save_file(normalization.tensors(), str(out / NORMALIZATION))
     (out / FEATURES).write_text(yaml.safe_dump(feature_section(cfg), sort_keys=False))
     cfg.save(out / EXPERIMENT)
     write_json(out / HISTORY, history)
@@ -85,6 +95,19 @@ class ModelDir:
     @property
     def inputs(self) -> list[str]:
         return list(self.meta["inputs"])
+
+    def normalization(self):
+        """The training speakers' :class:`~camser.features.normalize.FrameStatistics` when the
+        model was trained with ``features.normalize`` on, else None."""
+        if self.meta.get("normalize", "none") == "none":
+            return None
+        path = self.path / NORMALIZATION
+        if not path.is_file():
+            raise CamserError(f"{path}: not found (the model was trained with features.normalize="
+                              f"{self.meta['normalize']} and needs its training statistics)")
+        from safetensors.torch import load_file
+        from ..features.normalize import FrameStatistics
+        return FrameStatistics.from_tensors(load_file(str(path)), source="training speakers")
 
 
 def read_model_dir(directory: str | Path) -> ModelDir:

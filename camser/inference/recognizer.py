@@ -54,10 +54,13 @@ class EmotionRecognizer:
 
     def __init__(self, model: torch.nn.Module | Backend, labels: list[str], cfg: ExperimentConfig, *,
                  device: str | torch.device = "auto", encoder=None, batch_size: int | None = None,
-                 window_s: float = DEFAULT_WINDOW_S, metadata: dict | None = None):
+                 window_s: float = DEFAULT_WINDOW_S, metadata: dict | None = None, normalization=None):
         self.labels = list(labels)
         self.cfg = cfg
         self.metadata = dict(metadata or {})
+        # features.normalize: the statistics new audio is standardised by (training speakers'
+        # by default; adapt() replaces them with a speaker's or a corpus's own)
+        self.training_normalization = self.normalization = normalization
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         # a torch model, or a ready backend (e.g. an OnnxBackend over an exported model)
         self.backend = model if _is_backend(model) else TorchBackend(model, self.device)
@@ -93,7 +96,7 @@ class EmotionRecognizer:
             backend.check(md)
             ssl = _load_encoder(md, cfg, dev) if "ssl" in backend.inputs else None
             return cls(backend, md.labels, cfg, device=dev, encoder=ssl, batch_size=batch_size,
-                       window_s=window_s, metadata=md.meta)
+                       window_s=window_s, metadata=md.meta, normalization=md.normalization())
         from ..models import load_pretrained
 
         ssl = _load_encoder(md, cfg, dev) if {"ssl", "audio"} & set(md.inputs) else None
@@ -104,7 +107,37 @@ class EmotionRecognizer:
         else:
             model = load_pretrained(md.path)
         return cls(model, md.labels, cfg, device=dev, encoder=ssl, batch_size=batch_size,
-                   window_s=window_s, metadata=md.meta)
+                   window_s=window_s, metadata=md.meta, normalization=md.normalization())
+
+    # ------------------------------------------------------------------ adaptation
+
+    def adapt(self, sources, sr: int | None = None) -> "EmotionRecognizer":
+        """Standardise the features of what is predicted next by the statistics of ``sources``
+        (paths, folders — searched recursively for audio —, waveforms with ``sr``, bytes): the
+        recordings of one speaker, or of one site or corpus. No label is read; the model must
+        have been trained with ``features.normalize`` (corpus or speaker). ``adapt(None)``
+        returns to the training speakers' statistics. Returns ``self``."""
+        from ..features.normalize import FrameStatistics
+        if self.training_normalization is None:
+            raise CamserError("adapt: this model was trained with features.normalize=none, so it has no "
+                              "feature statistics to replace; train it with corpus or speaker normalisation")
+        if sources is None:
+            self.normalization = self.training_normalization
+            return self
+        if isinstance(sources, (str, os.PathLike, np.ndarray, bytes, bytearray)) or hasattr(sources, "read"):
+            sources = [sources]
+        stats = FrameStatistics(source=f"{len(sources)} adaptation input(s)")
+        n = 0
+        for i, source in enumerate(expand_sources(sources)):
+            for window in self._raw_windows(source, sr, _name_of(source, i)):
+                stats.accumulate(window.features)
+            n += 1
+        try:
+            self.normalization = stats.finish()
+        except ValueError:
+            raise CamserError("adapt: no usable audio among the adaptation inputs") from None
+        self.normalization.source = f"{n} recording(s)"
+        return self
 
     # ------------------------------------------------------------------ properties
 
@@ -167,6 +200,12 @@ class EmotionRecognizer:
             yield build_prediction(item.path, self.labels, bounds_s, np.stack(item.log_probs))
 
     def _windows(self, source, sr: int | None, name: str) -> Iterator[Window]:
+        for window in self._raw_windows(source, sr, name):
+            if self.normalization is not None:
+                window.features = self.normalization.apply(window.features)
+            yield window
+
+    def _raw_windows(self, source, sr: int | None, name: str) -> Iterator[Window]:
         if isinstance(source, (str, os.PathLike)):
             return self.pipeline.file_windows(source)
         if isinstance(source, torch.Tensor):
@@ -184,6 +223,19 @@ class EmotionRecognizer:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def expand_sources(sources) -> list:
+    """``sources`` with every folder replaced by the audio files below it (as ``predict``
+    finds them); other inputs unchanged."""
+    from .output import find_audio
+    out = []
+    for source in sources:
+        if isinstance(source, (str, os.PathLike)):
+            out += find_audio([source])[0]
+        else:
+            out.append(source)
+    return out
+
 
 def _is_backend(obj) -> bool:
     """A ready backend (``inputs`` + ``log_probs``) rather than a torch model to wrap."""

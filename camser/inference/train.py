@@ -21,7 +21,7 @@ from typing import Callable
 from ..config import ExperimentConfig, load_config
 from ..errors import CamserError
 from ..reports.results import versions
-from ..training.cv import data_inputs, train_split
+from ..training.cv import data_inputs, fold_normalizer, speaker_statistics, train_split
 from ..training.experiment import prepare_data
 from ..training.protocols import training_split
 from ..training.trainer import resolve_device, torch_threads
@@ -65,8 +65,11 @@ def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
         log(f"train.seeds has {len(cfg.train.seeds)} seeds; a single model uses the first ({seed})")
     log(f"training on {len(split.train_ids)} utterances of {len(split.train_speakers)} speakers, "
         f"validating on {len(split.val_ids)} of {', '.join(split.val_speakers)}; labels: {', '.join(data.labels)}")
-    model, result, _ = train_split(cfg, data, split, seed, out / CHECKPOINT, log)
-    meta = save_trained(out, model, cfg, data, split, result, seed, started)
+    stats = speaker_statistics(cfg, data, log)
+    model, result, _ = train_split(cfg, data, split, seed, out / CHECKPOINT, log,
+                                   normalizer=fold_normalizer(cfg, stats, split))
+    training_stats = None if stats is None else stats.corpus_statistics(split.train_speakers + split.val_speakers)
+    meta = save_trained(out, model, cfg, data, split, result, seed, started, training_stats)
     (out / CHECKPOINT).unlink(missing_ok=True)   # a pickle: never part of a finished folder
     wa, ua = (float("nan") if v is None else v for v in (meta["training"]["val_wa"], meta["training"]["val_ua"]))
     log(f"model saved to {out} (best epoch {result.best_epoch} of {result.epochs}; validation "
@@ -75,9 +78,11 @@ def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
 
 
 def save_trained(out: Path, model, cfg: ExperimentConfig, data, split, result, seed: int,
-                 started: float) -> dict:
+                 started: float, normalization=None) -> dict:
     """Write the model folder of a model trained on ``split`` (its train and validation
-    speakers are recorded); → the metadata written to ``camser.json``."""
+    speakers are recorded); → the metadata written to ``camser.json``. ``normalization``
+    (a :class:`~camser.features.normalize.FrameStatistics`): the training speakers' feature
+    statistics, kept when ``features.normalize`` is on."""
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     meta = {
         "labels": list(data.labels),
@@ -88,6 +93,7 @@ def save_trained(out: Path, model, cfg: ExperimentConfig, data, split, result, s
         "seed": seed,
         "sample_rate": cfg.audio.sample_rate,
         "segment_s": cfg.segments.length_s,
+        "normalize": cfg.features.normalize,
         "corpus": {"name": cfg.corpus.name, "n_utterances": len(data.utterances),
                    "train_speakers": split.train_speakers, "val_speakers": split.val_speakers,
                    "n_train": len(split.train_ids), "n_val": len(split.val_ids)},
@@ -97,7 +103,7 @@ def save_trained(out: Path, model, cfg: ExperimentConfig, data, split, result, s
         "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_model_dir(out, model, cfg, meta, result.history)
+    write_model_dir(out, model, cfg, meta, result.history, normalization)
     return meta
 
 

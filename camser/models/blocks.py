@@ -41,6 +41,16 @@ def stats_pool(x: torch.Tensor, mask: torch.Tensor | None = None, dim: int = 1,
     return torch.cat([mu, var.clamp_min(eps).sqrt()], dim=-1)
 
 
+def pool_by_owner(x: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Mean of the rows of ``x`` ``(N, D)`` that share an ``owner`` index ``(N,)`` (0 … K−1)
+    → ``(K, D)``: an utterance's segment vectors pooled into one."""
+    owner = owner.to(x.device).long()
+    k = int(owner.max()) + 1 if owner.numel() else 0
+    total = torch.zeros(k, x.shape[-1], dtype=x.dtype, device=x.device).index_add_(0, owner, x)
+    count = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, owner, torch.ones_like(owner, dtype=x.dtype))
+    return total / count.clamp_min(1.0).unsqueeze(1)
+
+
 # ---------------------------------------------------------------- spectrogram scaling
 
 class Standardizer(nn.Module):

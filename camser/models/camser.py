@@ -31,7 +31,8 @@ from torch import nn
 from ..config import from_dict
 from ..errors import CamserError, ConfigError
 from .blocks import (ALEXNET_IMAGENET_URL, Standardizer, AlexNetSpectrogramEncoder, BiLSTMEncoder,
-                     CoAttention, LayerWeights, SmallSpecCNN, load_alexnet_imagenet, mean_pool)
+                     CoAttention, LayerWeights, SmallSpecCNN, frame_mask, load_alexnet_imagenet, mean_pool,
+                     pool_by_owner, stats_pool)
 
 
 @dataclass
@@ -60,6 +61,10 @@ class CAMSERConfig:
     ssl_layers: int | None = None      # L for a stacked-layers input (B, L, T, D)
     ssl_layer_norm: bool = False       # normalise each SSL layer's frames before weighting (SUPERB)
     coattention: str = "relu"          # relu (published) | softmax (length-independent) | none (mean pool)
+    ssl_stats: str = "none"            # a statistics-pooled (mean + std) SSL vector beside the co-attention one:
+                                       # none | weighted (of the layer-weighted frames) | layers (of each cached layer)
+    ssl_time_pool: int = 1             # average-pool the SSL frames in time by this factor first (cheaper)
+    mask_padding: bool = False         # leave the last segment's zero padding out of SSL pooling (reads ``valid``)
     attn_dim: int = 128                # query/key size for coattention=softmax
     # which levels are used
     use_mfcc: bool = True
@@ -70,18 +75,21 @@ class CAMSERConfig:
     head_hidden: int = 128
     dropout: float = 0.1
     branch_dropout: float = 0.0        # training: probability of zeroing a sample's MFCC / spectrogram vector
+    fuse_drivers: bool = True          # the MFCC / spectrogram vectors join the head's input (the paper); false:
+                                       # they only drive the co-attention over the SSL frames
 
     def __post_init__(self):
         self.image_size = tuple(self.image_size)
         self.cnn_channels = tuple(self.cnn_channels)
         choices = {"mfcc_pool": ("flatten", "mean"), "spec_encoder": ("alexnet", "cnn"),
                    "mfcc_norm": ("l2", "standard", "none"),
-                   "coattention": ("relu", "softmax", "none")}
+                   "coattention": ("relu", "softmax", "none"), "ssl_stats": ("none", "weighted", "layers")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name}: {getattr(self, name)!r} is not one of "
                                   f"{', '.join(allowed)}")
-        for name in ("n_classes", "mfcc_dim", "mfcc_frames", "mfcc_time_pool", "cnn_input_pool", "lstm_hidden", "lstm_layers",
+        for name in ("n_classes", "mfcc_dim", "mfcc_frames", "mfcc_time_pool", "cnn_input_pool", "ssl_time_pool",
+                     "lstm_hidden", "lstm_layers",
                      "spec_bins", "spec_frames", "ssl_dim", "ssl_frames", "attn_dim",
                      "branch_dim", "head_hidden"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -93,8 +101,14 @@ class CAMSERConfig:
                               f"(AlexNet's minimum), got {list(self.image_size)}")
         if not self.cnn_channels or not all(isinstance(x, int) and x >= 1 for x in self.cnn_channels):
             raise ConfigError(f"model.cnn_channels: expected a list of positive integers, got {list(self.cnn_channels)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        if self.ssl_time_pool > 1 and self.coattention == "relu":
+            raise ConfigError("model.ssl_time_pool: needs coattention softmax or none (relu is tied to the frame count)")
         if not 0.0 <= self.branch_dropout < 1.0:
             raise ConfigError(f"model.branch_dropout: expected a probability in [0, 1), got {self.branch_dropout!r}")
+        if not self.fuse_drivers and not self.use_ssl:
+            raise ConfigError("model.fuse_drivers: false needs use_ssl (the drivers then only steer the SSL branch)")
         if not (self.use_mfcc or self.use_spec or self.use_ssl):
             raise ConfigError("model.use_ssl: at least one of use_mfcc, use_spec, use_ssl must be true")
 
@@ -118,6 +132,15 @@ PRESETS: dict[str, dict] = {
     "cpu": {"spec_encoder": "cnn", "lstm_hidden": 64, "lstm_layers": 1, "lstm_dropout": 0.0,
             "mfcc_pool": "mean", "mfcc_norm": "standard", "cnn_input_pool": 2, "mfcc_time_pool": 3, "coattention": "softmax",
             "ssl_layer_norm": True},
+    # "cpu" plus what made it generalise across speakers on RAVDESS (README, Results): the SSL
+    # branch also statistics-pools every cached layer (batch-standardised), padding is masked,
+    # and the MFCC / spectrogram vectors steer the co-attention without joining the head (they
+    # memorise the training speakers). Its configs cache SSL frames pooled in time
+    # (features.ssl.frame_pool) and train on whole utterances (train.unit: utterance).
+    "plus": {"spec_encoder": "cnn", "lstm_hidden": 64, "lstm_layers": 1, "lstm_dropout": 0.0,
+             "mfcc_pool": "mean", "mfcc_norm": "standard", "cnn_input_pool": 3, "mfcc_time_pool": 5,
+             "coattention": "softmax", "ssl_layer_norm": True, "ssl_stats": "layers", "mask_padding": True,
+             "fuse_drivers": False, "dropout": 0.3, "branch_dropout": 0.5},
 }
 
 # The 10 rows of Table 2. Rows without "+coatt" mean-pool the SSL frames; "+coatt" rows keep
@@ -152,6 +175,9 @@ class CAMSER(nn.Module):
     (used by :meth:`from_pretrained`, which restores all weights anyway).
     """
 
+    # given ``owner`` in a batch (whole-utterance training), it pools an utterance's segments
+    pools_segments = True
+
     def __init__(self, config: CAMSERConfig, encoder: nn.Module | None = None, *,
                  load_pretrained: bool = True):
         super().__init__()
@@ -168,7 +194,7 @@ class CAMSER(nn.Module):
             self.mfcc_encoder = BiLSTMEncoder(cfg.mfcc_dim, cfg.lstm_hidden, cfg.lstm_layers,
                                               cfg.lstm_dropout, cfg.mfcc_pool,
                                               -(-cfg.mfcc_frames // cfg.mfcc_time_pool), bd, p)
-            n_branches += 1
+            n_branches += cfg.fuse_drivers
 
         if cfg.use_spec:
             if cfg.spec_encoder == "alexnet":
@@ -179,7 +205,7 @@ class CAMSER(nn.Module):
                 self.spec_encoder = SmallSpecCNN(cfg.spec_bins, cfg.cnn_channels, input_pool=cfg.cnn_input_pool)
             self.spec_drop = nn.Dropout(p)
             self.spec_proj = nn.Linear(self.spec_encoder.out_dim, bd)
-            n_branches += 1
+            n_branches += cfg.fuse_drivers
 
         if cfg.use_ssl:
             self.layer_weights = LayerWeights(cfg.ssl_layers, cfg.ssl_layer_norm)
@@ -192,6 +218,12 @@ class CAMSER(nn.Module):
                 self.coattention = CoAttention(query_dim, cfg.ssl_dim, cfg.ssl_frames,
                                                cfg.coattention, bd, cfg.attn_dim, p)
             n_branches += 1
+            if cfg.ssl_stats != "none":
+                width = 2 * cfg.ssl_dim * (cfg.ssl_layers or 1 if cfg.ssl_stats == "layers" else 1)
+                self.stats_norm = nn.BatchNorm1d(width, affine=False)   # a StandardScaler the batches fit
+                self.stats_drop = nn.Dropout(p)
+                self.stats_proj = nn.Linear(width, bd)
+                n_branches += 1
 
         self.head = nn.Sequential(
             nn.Dropout(p), nn.Linear(n_branches * bd, cfg.head_hidden), nn.ReLU(),
@@ -206,6 +238,20 @@ class CAMSER(nn.Module):
         """Batch keys this model reads."""
         return tuple("audio" if (k == "ssl" and self.encoder is not None) else k
                      for k in self.config.inputs)
+
+    @property
+    def optional_inputs(self) -> tuple[str, ...]:
+        """Keys read when the batch has them: ``valid`` (real-audio fraction of each segment)
+        with ``mask_padding``; ``owner`` (training/scoring whole utterances: the utterance of
+        each segment, whose segments are pooled before the head)."""
+        return ("valid",) if self.config.mask_padding else ()
+
+    def batch_builder(self, data, cfg):
+        """Batches with ``valid`` when padding is masked; None → the plain cached features."""
+        if not self.config.mask_padding:
+            return None
+        from ..training.data import FeatureBatches
+        return FeatureBatches(data.stores, data.utterances, cfg.audio.sample_rate, keys=self.inputs)
 
     def fit_spectrogram(self, arrays: Iterable) -> "CAMSER":
         """Fit the per-bin spectrogram scaling on TRAINING spectrograms ((T, F) arrays or
@@ -238,13 +284,33 @@ class CAMSER(nn.Module):
             raise CamserError(f"the batch has no '{key}' (this model reads {', '.join(self.inputs)})")
         return batch[key]
 
+    def _ssl_statistics(self, batch: dict, frames: torch.Tensor, mask) -> torch.Tensor:
+        """Mean + std over real frames: of the layer-weighted frames (``weighted``), or of every
+        cached layer, concatenated (``layers``: the linear probe's strongest input)."""
+        if self.config.ssl_stats == "weighted" or self.encoder is not None:
+            return stats_pool(frames, mask)
+        x = self._get(batch, "ssl").float()
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        if self.config.ssl_layer_norm:
+            x = F.layer_norm(x, x.shape[-1:])
+        if self.config.ssl_time_pool > 1:
+            x = F.avg_pool2d(x, (self.config.ssl_time_pool, 1), ceil_mode=True)
+        b, n_layers, t, d = x.shape
+        m = None if mask is None else mask.unsqueeze(1).expand(b, n_layers, t).reshape(b * n_layers, t)
+        return stats_pool(x.reshape(b * n_layers, t, d), m).reshape(b, -1)
+
     def _ssl_frames(self, batch: dict) -> torch.Tensor:
         if self.encoder is not None:
             out = self.encoder(self._get(batch, "audio"))
             out = out if torch.is_tensor(out) else out.last_hidden_state
         else:
             out = self._get(batch, "ssl")
-        return self.layer_weights(out.float())           # (B, T, D)
+        frames = self.layer_weights(out.float())         # (B, T, D)
+        if self.config.ssl_time_pool > 1:
+            frames = F.avg_pool1d(frames.transpose(1, 2), self.config.ssl_time_pool,
+                                  ceil_mode=True).transpose(1, 2)
+        return frames
 
     # ------------------------------------------------------------------ forward
 
@@ -281,6 +347,8 @@ class CAMSER(nn.Module):
         if cfg.use_ssl:
             frames = self._ssl_frames(batch)
             mask = batch.get("ssl_mask")
+            if mask is None and cfg.mask_padding and "valid" in batch:
+                mask = frame_mask(batch["valid"], frames.shape[1])
             if cfg.coattention == "none":
                 emb["w2e_raw"] = mean_pool(frames, mask)
                 emb["w2e"] = F.relu(self.w2e_proj(self.w2e_drop(emb["w2e_raw"])))
@@ -288,8 +356,15 @@ class CAMSER(nn.Module):
                 drivers = [emb[k] for k in ("mfcc", "spec") if k in emb]
                 query = torch.cat(drivers, -1) if drivers else mean_pool(frames, mask)
                 emb["w2e"], emb["w2e_raw"], emb["attention"] = self.coattention(query, frames, mask)
+            if cfg.ssl_stats != "none":
+                stats = self.stats_norm(self._ssl_statistics(batch, frames, mask))
+                emb["w2e_stats"] = F.relu(self.stats_proj(self.stats_drop(stats)))
 
-        emb["fused"] = torch.cat([emb[k] for k in ("mfcc", "spec", "w2e") if k in emb], dim=-1)
+        heads = ("mfcc", "spec", "w2e", "w2e_stats") if cfg.fuse_drivers else ("w2e", "w2e_stats")
+        fused = torch.cat([emb[k] for k in heads if k in emb], dim=-1)
+        if "owner" in batch:          # whole utterances: their segments' vectors pooled before the head
+            fused = pool_by_owner(fused, batch["owner"])
+        emb["fused"] = fused
         logits = self.head(emb["fused"])
         return (logits, emb) if return_embeddings else logits
 

@@ -43,7 +43,9 @@ class UtteranceModel:
         """``data``: the run's PreparedData; ``cfg``: its ExperimentConfig."""
         raise NotImplementedError
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "UtteranceModel":
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "UtteranceModel":
+        """``groups``: each row's speaker, for models that choose hyper-parameters on inner
+        speaker folds; the others ignore it."""
         raise NotImplementedError
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -63,7 +65,7 @@ class EstimatorModel(UtteranceModel):
     def __init__(self, estimator, n_classes: int, use_scores: bool = False):
         self.estimator, self.n_classes, self.use_scores = estimator, n_classes, use_scores
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
         from sklearn.exceptions import ConvergenceWarning
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -96,7 +98,7 @@ def utterance_means(data, kinds: list[str], sample_rate: int, std: bool = False,
     Only real frames count (the first ``ceil(valid · T)`` of each segment, as
     :func:`~camser.models.blocks.frame_mask`); SSL frames with every layer cached give each
     layer's mean (``L · D``)."""
-    from ..training.data import valid_fractions
+    from ..segments import valid_fractions
 
     index_of = {u.id: i for i, u in enumerate(data.utterances)}
     blocks = []
@@ -249,6 +251,110 @@ def _build_opensmile(section: dict, n_classes: int, feature_dims: dict, seed: in
     return FunctionalsClassifier(config_from(OpenSmileConfig, section, n_classes), seed)
 
 
+# ---------------------------------------------------------------- linear probe
+
+@dataclass
+class LinearConfig:
+    n_classes: int = 4
+    layer: int | str = "mean"         # mean (average of the cached hidden states) | all (concatenated) | an index
+    std: bool = False                 # mean + std pooling over the utterance's real frames
+    C: float | list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])   # several → chosen on inner folds
+    inner_folds: int = 4              # speaker-grouped folds of the training speakers that choose C
+    class_weight: str | None = None   # null | balanced
+    max_iter: int = 2000
+
+    def __post_init__(self):
+        cs = self.C if isinstance(self.C, list) else [self.C]
+        if not cs or not all(isinstance(c, (int, float)) and c > 0 for c in cs):
+            raise ConfigError(f"model.C: expected a positive number or a list of them, got {self.C!r}")
+        if not (self.layer in ("mean", "all") or (isinstance(self.layer, int) and not isinstance(self.layer, bool))):
+            raise ConfigError(f"model.layer: expected mean, all or a layer index, got {self.layer!r}")
+        if self.class_weight not in (None, "balanced"):
+            raise ConfigError(f"model.class_weight: expected null or balanced, got {self.class_weight!r}")
+        if self.inner_folds < 2:
+            raise ConfigError(f"model.inner_folds: expected at least 2, got {self.inner_folds!r}")
+        _positive(self, "n_classes", "max_iter")
+
+
+def select_layers(vectors: np.ndarray, n_layers: int, layer) -> np.ndarray:
+    """``(n, L·D)`` per-layer vectors → ``(n, D)`` (``mean``, or one layer) or ``(n, L·D)``
+    (``all``)."""
+    v = vectors.reshape(len(vectors), n_layers, -1)
+    if layer == "all":
+        return vectors
+    if layer == "mean":
+        return v.mean(1)
+    if not -n_layers <= layer < n_layers:
+        raise ConfigError(f"model.layer: {layer} is out of range for {n_layers} cached layers")
+    return v[:, layer]
+
+
+class LinearProbe(EstimatorModel):
+    """The linear probe of the SSL literature (SUPERB, EmoBox): pooled SSL vectors →
+    StandardScaler → logistic regression. With several ``C`` the one with the best mean UA on
+    ``inner_folds`` speaker-grouped folds of the training speakers is refitted on all of them
+    (``chosen`` records it), so no test speaker chooses anything. It fits on the validation
+    speakers too: it has no epochs to pick on them."""
+
+    fits_validation_speakers = True
+
+    def __init__(self, config: LinearConfig, seed: int):
+        self.config, self.seed, self.chosen = config, seed, None
+        super().__init__(self._pipeline(self._candidates()[0]), config.n_classes)
+
+    def _candidates(self) -> list[float]:
+        return [float(c) for c in (self.config.C if isinstance(self.config.C, list) else [self.config.C])]
+
+    def _pipeline(self, C: float):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        return make_pipeline(StandardScaler(), LogisticRegression(
+            C=C, max_iter=self.config.max_iter, class_weight=self.config.class_weight, random_state=self.seed))
+
+    def utterance_matrix(self, data, cfg) -> np.ndarray:
+        store = data.stores.get("ssl")
+        if store is None:
+            raise ConfigError("model.name: linear reads SSL frames (features.kinds must include ssl)")
+        key = ("utterance_means", ("ssl",), self.config.std)
+        if key not in data.derived:
+            data.derived[key] = utterance_means(data, ["ssl"], cfg.audio.sample_rate, std=self.config.std)
+        n_layers = store.array.shape[1] if store.array.ndim == 4 else 1
+        parts = np.split(data.derived[key], 2 if self.config.std else 1, axis=1)
+        return np.concatenate([select_layers(p, n_layers, self.config.layer) for p in parts], 1)
+
+    def fit(self, X, y, groups=None):
+        candidates = self._candidates()
+        C = candidates[0]
+        if len(candidates) > 1:
+            scores = self._inner_scores(np.asarray(X), np.asarray(y), groups, candidates)
+            C = max(candidates, key=lambda c: scores[c])
+            self.chosen = {"C": C, "inner_ua": {str(c): round(scores[c], 4) for c in candidates}}
+        self.estimator = self._pipeline(C)
+        return super().fit(X, y)
+
+    def _inner_scores(self, X, y, groups, candidates) -> dict:
+        from sklearn.metrics import recall_score
+        from sklearn.model_selection import GroupKFold
+        if groups is None or len(set(groups)) < self.config.inner_folds:
+            raise ConfigError(f"model.inner_folds: {self.config.inner_folds} speaker-grouped folds need at least "
+                              f"as many training speakers (got {0 if groups is None else len(set(groups))})")
+        splits = list(GroupKFold(self.config.inner_folds).split(X, y, groups))
+        scores = {}
+        for c in candidates:
+            uas = []
+            for tr, te in splits:
+                m = EstimatorModel(self._pipeline(c), self.n_classes).fit(X[tr], y[tr])
+                uas.append(recall_score(y[te], m.predict(X[te]), average="macro"))
+            scores[c] = float(np.mean(uas))
+        return scores
+
+
+@register_model("linear", inputs=lambda section: {"ssl"}, kind="sklearn")
+def _build_linear(section: dict, n_classes: int, feature_dims: dict, seed: int = 0) -> LinearProbe:
+    return LinearProbe(config_from(LinearConfig, section, n_classes), seed)
+
+
 # ---------------------------------------------------------------- random
 
 @dataclass
@@ -274,7 +380,7 @@ class RandomGuess(UtteranceModel):
     def utterance_matrix(self, data, cfg) -> np.ndarray:
         return np.zeros((len(data.utterances), 1), dtype=np.float32)
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
         self.rng = np.random.default_rng(self.seed)
         if self.config.strategy == "stratified":
             counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=self.n_classes).astype(float)

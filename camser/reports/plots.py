@@ -130,3 +130,38 @@ def plot_curves(history: list[dict], path, best_epoch: int | None = None,
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_layer_weights(weights, path, title: str = "Learned SSL layer weights") -> Path:
+    """Bars of the softmax layer weights (rows of ``weights``: folds × seeds) with their mean
+    and the spread over rows; layer 0 is the encoder's input embeddings."""
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    fig = Figure(figsize=(1.5 + 0.5 * w.shape[1], 3.2))
+    ax = fig.add_subplot()
+    ax.bar(np.arange(w.shape[1]), w.mean(0), yerr=w.std(0) if len(w) > 1 else None, color="#4c72b0", capsize=3)
+    ax.axhline(1.0 / w.shape[1], color="grey", linestyle="--", linewidth=1, label="uniform")
+    ax.set_xlabel("hidden state (0 = embeddings)")
+    ax.set_ylabel("weight")
+    ax.set_xticks(np.arange(w.shape[1]))
+    ax.legend(fontsize=8)
+    ax.set_title(f"{title} (mean ± std over {len(w)} fold runs)", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_frame_weights(attention, labels, names, path, title: str = "Co-attention frame weights") -> Path:
+    """Mean co-attention weight at each frame position, one line per true class (``attention``:
+    segments × frames; ``labels``: class index per segment; ``names``: class names)."""
+    a = np.asarray(attention, dtype=float)
+    lab = np.asarray(labels)
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.add_subplot()
+    x = np.arange(a.shape[1])
+    for i, name in enumerate(names):
+        if (lab == i).any():
+            ax.plot(x, a[lab == i].mean(0), label=name, linewidth=1)
+    ax.set_xlabel("SSL frame of the segment")
+    ax.set_ylabel("mean weight")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=4)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)

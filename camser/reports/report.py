@@ -21,6 +21,7 @@ from .tables import mean_std, pct
 # Figure-key prefix → report section, in report order.
 FIGURE_SECTIONS = (("confusion", "Confusion matrix"),
                    ("tsne", "t-SNE of the learned representations"),
+                   ("weights", "What the model weights: SSL layers and frames"),
                    ("curves", "Training curves"))
 
 
@@ -182,6 +183,13 @@ def _blocks(results: dict, figures: dict, run_dir: Path) -> tuple[str, list]:
                       and not isinstance(v, dict)]))
     if validation == "paper" or protocol.get("optimistic"):
         b.append(_Warn(protocol.get("warning") or PAPER_WARNING))
+    norm = results.get("normalize") or {}
+    if norm:
+        b.append(_P(f"Feature normalisation: {norm.get('description', norm.get('mode'))}."))
+        if norm.get("transductive"):
+            b.append(_Warn("these figures are transductive: each test speaker's features were "
+                           "standardised with statistics of that speaker's own (unlabelled) audio. "
+                           "Compare them only with other speaker-normalised figures."))
     split_rows = [f for f in protocol.get("folds") or [] if isinstance(f, dict)]
     if split_rows:   # Fold.to_dict() entries: who is tested / validates on each fold
         b.append(_Table(["fold", "name", "test speakers", "validation speakers", "train", "val", "test"],
@@ -221,6 +229,26 @@ def _blocks(results: dict, figures: dict, run_dir: Path) -> tuple[str, list]:
             ms = (mean_std(float(np.mean(per_fold)), float(np.std(per_fold))) if per_fold else "–")
             rows.append([name, ms, pct(pooled.get(name))])
         b.append(_Table(["class", "recall % mean ± std over folds", "pooled recall %"], rows))
+
+    speakers: dict[str, list] = {}
+    for f in folds:
+        for spk, m in (f.get("per_speaker") or {}).items():
+            speakers.setdefault(spk, []).append(m)
+    if speakers:
+        b.append(_H(2, "Per speaker"))
+        b.append(_P("Each test speaker's UA and WA (mean over the seeds that tested it), worst first."))
+        rows = sorted(((spk, float(np.mean([m["ua"] for m in ms])), float(np.mean([m["wa"] for m in ms])),
+                        ms[0]["n"]) for spk, ms in speakers.items()), key=lambda r: r[1])
+        b.append(_Table(["speaker", "UA %", "WA %", "utterances"],
+                        [[spk, pct(ua), pct(wa), _num(n)] for spk, ua, wa, n in rows]))
+    weights = [f["layer_weights"] for f in folds if f.get("layer_weights")]
+    if weights and len({len(w) for w in weights}) == 1:
+        w = np.asarray(weights)
+        b.append(_H(2, "Learned SSL layer weights"))
+        b.append(_P("Softmax weight of each cached hidden state (0 = the encoder's input embeddings), "
+                    f"mean ± std over {len(w)} fold runs; uniform = {1 / w.shape[1]:.3f}."))
+        b.append(_Table(["hidden state", "weight"],
+                        [[str(i), f"{m:.3f} ± {sd:.3f}"] for i, (m, sd) in enumerate(zip(w.mean(0), w.std(0)))]))
 
     sections = _figure_sections(figures)
     confusion_figs = sections.pop("Confusion matrix", [])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .plots import plot_confusion, plot_curves, plot_tsne
+from .plots import plot_confusion, plot_curves, plot_frame_weights, plot_layer_weights, plot_tsne
 from .report import write_report
 
 
@@ -30,6 +30,13 @@ def write_run_report(out: Path, results: dict, entries: list[dict]) -> tuple[Pat
                     figures[f"tsne_{title.replace(' ', '_')}"] = plot_tsne(
                         emb[key], names, figs_dir / f"tsne_{key}.png",
                         title=f"t-SNE of the {title} (fold {first['fold']} test segments)", seed=0)
+            if "attention" in emb.files and emb["attention"].ndim == 2 and len(emb["attention"]):
+                figures["weights_frames"] = plot_frame_weights(
+                    emb["attention"], emb["labels"], labels, figs_dir / "frame_weights.png",
+                    title=f"Mean co-attention frame weight per true class (fold {first['fold']} test segments)")
+    layer_weights = [e["layer_weights"] for e in entries if e.get("layer_weights")]
+    if layer_weights and len({len(w) for w in layer_weights}) == 1:
+        figures["weights_layers"] = plot_layer_weights(layer_weights, figs_dir / "layer_weights.png")
     if results["config"].get("output", {}).get("curves", True):
         for e in entries:
             if e.get("history"):

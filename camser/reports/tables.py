@@ -25,9 +25,10 @@ def _summary(obj: dict) -> dict:
 
 
 def comparison_table(rows: list[tuple[str, dict, str]]) -> tuple[str, list[dict]]:
-    """Markdown table and a JSON-able list: one row per system with WA, UA and macro-F1 as
-    mean ± std over folds in percent and its run directory; the best mean of each column is
-    bold (ties, at the printed precision, are all bold)."""
+    """Markdown table and a JSON-able list: one row per system with its feature normalisation
+    (strict or transductive), WA, UA and macro-F1 as mean ± std over folds in percent and its
+    run directory; the best mean of each column is bold (ties, at the printed precision, are
+    all bold)."""
     entries = []
     for name, summary, run_dir in rows:
         s = _summary(summary)
@@ -36,6 +37,9 @@ def comparison_table(rows: list[tuple[str, dict, str]]) -> tuple[str, list[dict]
             entry[f"{key}_mean"] = s.get(f"{key}_mean")
             entry[f"{key}_std"] = s.get(f"{key}_std")
             entry[f"{key}_pooled"] = s.get(f"{key}_pooled")
+        norm = (summary.get("normalize") or {}) if isinstance(summary, dict) else {}
+        entry["normalize"] = norm.get("mode", "none")
+        entry["transductive"] = bool(norm.get("transductive", False))
         entry["run_dir"] = None if run_dir is None else str(Path(run_dir))
         entries.append(entry)
 
@@ -48,15 +52,16 @@ def comparison_table(rows: list[tuple[str, dict, str]]) -> tuple[str, list[dict]
         e["best"] = [key for key, _ in COLUMNS if e[f"{key}_mean"] is not None
                      and round(100 * e[f"{key}_mean"], 2) == best[key]]
 
-    header = "| system | " + " | ".join(title for _, title in COLUMNS) + " | run |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
+    header = "| system | normalisation | " + " | ".join(title for _, title in COLUMNS) + " | run |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 3)]
     for e in entries:
         cells = []
         for key, _ in COLUMNS:
             cell = mean_std(e[f"{key}_mean"], e[f"{key}_std"])
             cells.append(f"**{cell}**" if key in e["best"] else cell)
         run = f"`{e['run_dir']}`" if e["run_dir"] else "–"
-        lines.append(f"| {_md_escape(e['name'])} | " + " | ".join(cells) + f" | {run} |")
+        norm = e["normalize"] + (" (transductive)" if e["transductive"] else " (strict)")
+        lines.append(f"| {_md_escape(e['name'])} | {norm} | " + " | ".join(cells) + f" | {run} |")
     return "\n".join(lines) + "\n", entries
 
 

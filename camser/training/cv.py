@@ -19,11 +19,12 @@ from ..config import ExperimentConfig, load_config
 from ..models import build_model, model_kind, required_inputs
 from ..reports.results import build_results, versions, write_json
 from ..errors import ConfigError
-from .data import AudioBatches, feature_dims, segment_set
-from .metrics import compute_metrics
+from .data import (BATCH_KEYS, AudioBatches, NormalizedBatches, feature_dims, normalized_stores,
+                   segment_set)
+from .metrics import compute_metrics, per_group_metrics
 from .experiment import PreparedData, load_utterances, prepare_data
 from .protocols import make_folds
-from .trainer import fit, predict_segments, resolve_device, torch_threads, utterance_metrics
+from .trainer import _default_batch, fit, predict_segments, resolve_device, torch_threads, utterance_metrics
 
 
 def _dist_info() -> tuple[int, int]:
@@ -88,10 +89,32 @@ def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
     return model, AudioBatches(data.utterances, cfg)
 
 
+def speaker_statistics(cfg: ExperimentConfig, data: PreparedData, log=print):
+    """Per-speaker feature statistics of the run's frame stores when ``features.normalize``
+    asks for them (a network reads frames), else None. Computed once per run: a fold's corpus
+    statistics are sums over its training speakers."""
+    from ..features.normalize import SpeakerStatistics
+    if cfg.features.normalize == "none" or model_kind(cfg.model) != "torch" or not data.stores:
+        return None
+    index = next(iter(data.stores.values())).index
+    return SpeakerStatistics({BATCH_KEYS[k]: s.array for k, s in data.stores.items()}, index,
+                             data.utterances, cfg.audio.sample_rate, progress=log)
+
+
+def fold_normalizer(cfg: ExperimentConfig, stats, fold):
+    """The frame normaliser of ``fold`` (None: features as cached). ``corpus`` statistics come
+    from the fold's training and validation speakers only, never a test speaker."""
+    if stats is None:
+        return None
+    return stats.normalizer(cfg.features.normalize, list(fold.train_speakers) + list(fold.val_speakers))
+
+
 def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, checkpoint: Path | None,
-                log: Callable[[str], None], rank: int = 0, world: int = 1, ddp: bool = False):
+                log: Callable[[str], None], rank: int = 0, world: int = 1, ddp: bool = False,
+                normalizer=None):
     """Build the model under ``seed``, fit its normalisers on ``fold``'s training rows and train
     it with early stopping on ``fold``'s validation speakers (``fold.test_ids`` is not read).
+    ``normalizer`` (see :func:`fold_normalizer`) standardises every batch's frame features.
 
     Shared by cross-validation and by ``camser train`` (one split over the whole corpus).
     Returns ``(model, fit_result, batch_fn)``: the unwrapped model on the training device with
@@ -103,8 +126,13 @@ def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, chec
     train = segment_set(data.stores, fold.train_ids, label_of)
     val = segment_set(data.stores, fold.val_ids, label_of)
     model, batch_fn = build_for_data(cfg, data, seed)
+    if cfg.train.unit == "utterance" and not getattr(model, "pools_segments", False):
+        raise ConfigError(f"train.unit: utterance needs a model that pools an utterance's segments "
+                          f"(camser); model.name {cfg.model['name']} trains on segments")
+    if normalizer is not None:
+        batch_fn = NormalizedBatches(batch_fn or _default_batch, normalizer)
     if hasattr(model, "fit_normalizers"):      # e.g. spectrogram-image statistics: training split only
-        model.fit_normalizers(data.stores, train.rows)
+        model.fit_normalizers(normalized_stores(data.stores, normalizer), train.rows)
     model.to(resolve_device(cfg.train.device))
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
     result = fit(wrapped, data.stores, train, val, data.labels, cfg.train, seed,
@@ -114,64 +142,109 @@ def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, chec
 
 
 def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
-                  log: Callable[[str], None], rank: int, world: int, ddp: bool) -> tuple[dict, dict]:
-    """A ``torch``-kind model: train with early stopping, test on the segments, pool them.
-    → (the fold entry's training and test fields, the embeddings to save)."""
+                  log: Callable[[str], None], rank: int, world: int, ddp: bool,
+                  stats=None) -> tuple[dict, dict]:
+    """A ``torch``-kind model: train with early stopping (``train.ensemble`` members, seeds
+    ``seed``, ``seed + 1``, …; their probabilities averaged), test on the segments, pool them.
+    → (the fold entry's training and test fields, the first member's embeddings to save)."""
     device = resolve_device(cfg.train.device)
-    model, result, batch_fn = train_split(cfg, data, fold, seed, fold_dir / "checkpoint.pt", log,
-                                          rank, world, ddp)
+    normalizer = fold_normalizer(cfg, stats, fold)
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
     test = segment_set(data.stores, fold.test_ids, label_of)
-
-    logp, emb = predict_segments(model, data.stores, test, cfg.train.batch_size, device,
-                                 batch_fn=batch_fn, embeddings=True)
-    metrics, utt_ids, y_true, y_pred = utterance_metrics(logp, test, data.labels)
-    part = {"epochs": result.epochs, "best_epoch": result.best_epoch, **metrics, "history": result.history,
+    probs, emb, members = 0.0, None, []
+    for k in range(cfg.train.ensemble):
+        if cfg.train.ensemble > 1:
+            log(f"ensemble member {k + 1} of {cfg.train.ensemble} (seed {seed + k})")
+        model, result, batch_fn = train_split(cfg, data, fold, seed + k, fold_dir / _checkpoint_name(k), log,
+                                              rank, world, ddp, normalizer=normalizer)
+        logp, e = predict_segments(model, data.stores, test, cfg.train.batch_size, device,
+                                   batch_fn=batch_fn, embeddings=True, unit=cfg.train.unit)
+        probs = probs + np.exp(logp) / cfg.train.ensemble
+        emb = emb if emb is not None else e
+        members.append({"seed": seed + k, "epochs": result.epochs, "best_epoch": result.best_epoch,
+                        "history": result.history, "layer_weights": learned_layer_weights(model)})
+    metrics, utt_ids, y_true, y_pred = utterance_metrics(np.log(np.maximum(probs, 1e-30)), test, data.labels)
+    first = members[0]
+    part = {"epochs": first["epochs"], "best_epoch": first["best_epoch"], **metrics, "history": first["history"],
             "predictions": {"utterance_ids": utt_ids, "true": y_true.tolist(), "pred": y_pred.tolist()}}
+    weights = [m["layer_weights"] for m in members if m["layer_weights"] is not None]
+    if weights:
+        part["layer_weights"] = np.mean(weights, axis=0).round(5).tolist()
+    if cfg.train.ensemble > 1:
+        part["members"] = [{k: v for k, v in m.items() if k != "history"} for m in members]
     return part, {"labels": test.labels, **emb}
+
+
+def _checkpoint_name(member: int) -> str:
+    return "checkpoint.pt" if member == 0 else f"checkpoint_m{member}.pt"
+
+
+def learned_layer_weights(model) -> list[float] | None:
+    """The softmax SSL layer weights a model learned (None: it has none)."""
+    for module in model.modules():
+        w = getattr(module, "weights", None)
+        if type(module).__name__ == "LayerWeights" and w is not None:
+            return torch.softmax(w.detach().float().cpu(), 0).tolist()
+    return None
 
 
 def _utterance_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int) -> dict:
     """An ``sklearn``-kind model: ``fit`` on the training utterances, ``predict_proba`` the
     test utterances (argmax). The validation speakers are left out of the fit, as for the
-    networks; their scores are recorded (``val_wa``, ``val_ua``), not used. No epochs."""
+    networks (a model that picks its own hyper-parameters by inner speaker folds,
+    ``fits_validation_speakers``, gets them too); their scores are recorded (``val_wa``,
+    ``val_ua``). ``features.normalize`` standardises the utterance vectors first. No epochs."""
+    from ..features.normalize import normalize_vectors
     model, _ = build_for_data(cfg, data, seed)
     X = model.utterance_matrix(data, cfg)
     row = {u.id: i for i, u in enumerate(data.utterances)}
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
+    speakers = np.array([u.speaker for u in data.utterances])
+    fit_ids = list(fold.train_ids) + (list(fold.val_ids) if getattr(model, "fits_validation_speakers", False) else [])
+    X = normalize_vectors(X, speakers, cfg.features.normalize, fit_rows=[row[i] for i in fit_ids])
 
     def split(ids):
-        return X[[row[i] for i in ids]], np.array([label_of[i] for i in ids], dtype=np.int64)
+        idx = [row[i] for i in ids]
+        return X[idx], np.array([label_of[i] for i in ids], dtype=np.int64), speakers[idx]
 
-    model.fit(*split(fold.train_ids))
-    x_test, y_true = split(fold.test_ids)
+    x_fit, y_fit, g_fit = split(fit_ids)
+    model.fit(x_fit, y_fit, groups=g_fit)
+    x_test, y_true, _ = split(fold.test_ids)
     y_pred = model.predict_proba(x_test).argmax(1)
     part = {"epochs": None, "best_epoch": None, **compute_metrics(y_true, y_pred, data.labels)}
     if fold.val_ids:
-        x_val, y_val = split(fold.val_ids)
+        x_val, y_val, _ = split(fold.val_ids)
         val = compute_metrics(y_val, model.predict_proba(x_val).argmax(1), data.labels)
         part.update(val_wa=val["wa"], val_ua=val["ua"])
     part.update(history=[], predictions={"utterance_ids": list(fold.test_ids), "true": y_true.tolist(),
                                          "pred": y_pred.tolist()})
+    if getattr(model, "chosen", None) is not None:      # hyper-parameters it picked on inner folds
+        part["chosen"] = model.chosen
     return part
 
 
 def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
-             log: Callable[[str], None], rank: int = 0, world: int = 1, ddp: bool = False) -> dict:
+             log: Callable[[str], None], rank: int = 0, world: int = 1, ddp: bool = False,
+             stats=None) -> dict:
     """Train on ``fold``'s training speakers (networks: pick the epoch on its validation set),
     test; ``result.json`` is written last and marks the fold as done."""
     fold_dir.mkdir(parents=True, exist_ok=True)
     if model_kind(cfg.model) == "sklearn":
         part, emb = _utterance_fold(cfg, data, fold, seed), None
     else:
-        part, emb = _network_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp)
+        part, emb = _network_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp, stats)
     entry = {"fold": fold.index, "seed": seed, "test_speakers": fold.test_speakers,
              "val_speakers": fold.val_speakers, **part}
+    speaker_of = {u.id: u.speaker for u in data.utterances}
+    pred = part["predictions"]
+    entry["per_speaker"] = per_group_metrics([speaker_of[i] for i in pred["utterance_ids"]], pred["true"],
+                                             pred["pred"], data.labels)
     if rank == 0 or not ddp:
         if emb is not None:
             np.savez_compressed(fold_dir / "embeddings.npz", **emb)
         write_json(fold_dir / "result.json", entry)    # written last: marks the fold as done
-        (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
+        for k in range(cfg.train.ensemble):
+            (fold_dir / _checkpoint_name(k)).unlink(missing_ok=True)
     return entry
 
 
@@ -234,6 +307,7 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
         return finalize(cfg, out, folds, labels)        # keeps the wall time the run took
     data = prepare_data(cfg, data_inputs(cfg), progress=progress and rank == 0)
     ddp = world > 1 and cfg.train.distribute == "data"
+    stats = speaker_statistics(cfg, data, log if rank == 0 else (lambda _: None))
     jobs = [(fold, r, seed) for fold in folds for r, seed in enumerate(cfg.train.seeds)]
 
     for j, (fold, repeat, seed) in enumerate(jobs):
@@ -247,7 +321,7 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
             f"val {len(fold.val_ids)}, test {len(fold.test_ids)} utterances")
         if fold.warning:
             log(f"warning: {fold.warning}")
-        entry = run_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp)
+        entry = run_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp, stats)
         epochs = f" (best epoch {entry['best_epoch']} of {entry['epochs']})" if entry.get("epochs") else ""
         log(f"fold {fold.index} seed {seed}: WA {entry['wa']:.3f} UA {entry['ua']:.3f}{epochs}")
     if world > 1:
@@ -255,6 +329,13 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
     if rank != 0:
         return {}
     return finalize(cfg, out, folds, data.labels, wall_s=time.time() - started)
+
+
+def normalization_record(mode: str) -> dict:
+    """What results.json says of ``features.normalize``: the mode, whether the figures saw the
+    test speakers' unlabelled audio, and the sentence reports print."""
+    from ..features.normalize import describe, is_transductive
+    return {"mode": mode, "transductive": is_transductive(mode), "description": describe(mode)}
 
 
 def finalize(cfg: ExperimentConfig, out: Path, folds, labels: list[str], wall_s: float | None = None) -> dict:
@@ -275,6 +356,7 @@ def finalize(cfg: ExperimentConfig, out: Path, folds, labels: list[str], wall_s:
                             [{k: v for k, v in e.items() if k not in ("history", "predictions")} for e in entries],
                             np.array(pooled_true), np.array(pooled_pred))
     results["seeds"] = list(cfg.train.seeds)
+    results["normalize"] = normalization_record(cfg.features.normalize)
     previous = out / "results.json"
     if wall_s is None and previous.is_file():
         wall_s = json.loads(previous.read_text()).get("wall_s")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import CamserError
+from ..segments import valid_fractions  # noqa: F401  (re-exported: batch builders use it)
 
 # feature store kind → key in a model's batch dict
 BATCH_KEYS = {"mfcc": "mfcc", "spectrogram": "spec", "ssl": "ssl", "chroma": "chroma", "melspec": "melspec"}
@@ -83,18 +84,6 @@ def with_prefetch(batches, stores: dict, segs: SegmentSet):
             prefetch(stores, segs.rows[following])
         yield current
         current = following
-
-
-def valid_fractions(index, utterances, sample_rate: int) -> np.ndarray:
-    """Per segment-table row, the fraction of the segment that is real audio (the rest is the
-    last segment's zero padding), from the utterances' durations: float32 in (0, 1]."""
-    n_samples = {u.id: float(u.duration_s) * sample_rate for u in utterances}
-    out = np.empty(len(index), dtype=np.float32)
-    for r, seg in enumerate(index):
-        length = seg.end - seg.start
-        real = min(max(n_samples.get(seg.utterance_id, seg.end) - seg.start, 0.0), length)
-        out[r] = max(real, 1.0) / length
-    return out
 
 
 class FeatureBatches:
@@ -170,3 +159,47 @@ class AudioBatches:
         batch["audio"] = torch.from_numpy(np.stack([cut(self._audio(segs.utterance_ids[i]), index[segs.rows[i]])
                                                     for i in idx]))
         return batch
+
+
+class NormalizedBatches:
+    """A batch builder whose frame features are standardised by ``normalizer`` (a
+    :class:`~camser.features.normalize.FrameNormalizer`) after ``batch_fn`` built them."""
+
+    def __init__(self, batch_fn, normalizer):
+        self.batch_fn, self.normalizer = batch_fn, normalizer
+
+    def __call__(self, stores, segs: SegmentSet, idx: np.ndarray) -> dict:
+        return self.normalizer(self.batch_fn(stores, segs, idx), segs.rows[idx])
+
+
+class _NormalizedArray:
+    def __init__(self, store, key: str, normalizer):
+        self.store, self.key, self.normalizer = store, key, normalizer
+        self.shape, self.dtype = store.array.shape, np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.store.array)
+
+    def __getitem__(self, rows):
+        rows = np.arange(len(self))[rows] if isinstance(rows, slice) else np.asarray(rows)
+        block = torch.from_numpy(np.asarray(self.store.array[rows], dtype=np.float32))
+        return self.normalizer({self.key: block}, rows)[self.key].numpy()
+
+
+class _NormalizedStore:
+    """A store whose ``array[rows]`` reads standardised rows (for fitting a model's own scalers
+    on what it will be fed); everything else is the store's."""
+
+    def __init__(self, store, key: str, normalizer):
+        self._store = store
+        self.array = _NormalizedArray(store, key, normalizer)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def normalized_stores(stores: dict, normalizer) -> dict:
+    """``stores`` as ``normalizer`` standardises them (None → unchanged)."""
+    if normalizer is None:
+        return stores
+    return {kind: _NormalizedStore(store, BATCH_KEYS[kind], normalizer) for kind, store in stores.items()}

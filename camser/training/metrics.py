@@ -115,3 +115,15 @@ def summarize_folds(folds: list[dict], pooled_true, pooled_pred, labels: list[st
     out["ua_pooled"] = pooled["ua"]
     out["f1_pooled"] = pooled["f1_macro"]
     return out
+
+
+def per_group_metrics(groups: Sequence[str], y_true, y_pred, labels: list[str]) -> dict:
+    """WA and UA per group (e.g. per test speaker): ``{group: {"n", "wa", "ua"}}``, sorted."""
+    groups = np.asarray(list(groups))
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    out = {}
+    for g in sorted(set(groups.tolist())):
+        m = groups == g
+        r = compute_metrics(t[m], p[m], labels)
+        out[str(g)] = {"n": int(m.sum()), "wa": r["wa"], "ua": r["ua"]}
+    return out

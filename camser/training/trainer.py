@@ -56,22 +56,78 @@ def score_of(metrics: dict, select_on: str) -> float:
 
 @torch.no_grad()
 def predict_segments(model, stores, segs: SegmentSet, batch_size: int, device,
-                     batch_fn: Callable | None = None, embeddings: bool = False):
-    """Segment log-probabilities (n_seg, C) and, if asked, the model's embeddings per segment."""
+                     batch_fn: Callable | None = None, embeddings: bool = False, unit: str = "segment"):
+    """Segment log-probabilities (n_seg, C) and, if asked, the model's embeddings per segment.
+    With ``unit="utterance"`` the model sees an utterance's segments together (``owner``) and
+    answers per utterance; each segment then carries its utterance's answer, so pooling the
+    segments (:func:`utterance_metrics`) gives the utterance's."""
     model.eval()
     out, embs = [], {}
-    for idx in with_prefetch(iterate_batches(len(segs), batch_size), stores, segs):
-        batch = (batch_fn or _default_batch)(stores, segs, idx)
+    batches = UnitBatches(segs, unit, batch_fn or _default_batch)
+    for idx in with_prefetch(iterate_batches(batches.n_examples, batch_size), stores, batches.segment_view):
+        batch, _, owner = batches(stores, idx)
         batch = {k: v.to(device) for k, v in batch.items()}
         if embeddings:
             logits, e = model(batch, return_embeddings=True)
             for k, v in e.items():
-                embs.setdefault(k, []).append(v.float().cpu().numpy())
+                v = v.float().cpu()
+                if owner is not None and v.shape[0] == len(idx):          # per utterance → per segment
+                    v = v[owner]
+                embs.setdefault(k, []).append(v.numpy())
         else:
             logits = model(batch)
-        out.append(F.log_softmax(logits.float(), dim=-1).cpu().numpy())
+        logp = F.log_softmax(logits.float(), dim=-1).cpu()
+        out.append((logp if owner is None else logp[owner]).numpy())
     logp = np.concatenate(out) if out else np.zeros((0, 0))
+    if unit == "utterance":                       # back to the segment order of ``segs``
+        order = np.empty(len(segs), dtype=np.int64)
+        order[np.concatenate(batches.groups) if batches.groups else []] = np.arange(len(segs))
+        logp = logp[order]
+        embs = {k: [np.concatenate(v)[order]] for k, v in embs.items()}
     return (logp, {k: np.concatenate(v) for k, v in embs.items()}) if embeddings else logp
+
+
+class UnitBatches:
+    """Examples of a :class:`SegmentSet`: its segments (``unit="segment"``), or its utterances
+    (``"utterance"``: all segments of an utterance in one example; the batch gets ``owner``, the
+    example of each segment, and the model pools an utterance's segments before its head).
+
+    ``self(stores, idx)`` → (batch dict, example labels, owner tensor or None)."""
+
+    def __init__(self, segs: SegmentSet, unit: str, batch_fn: Callable):
+        self.segs, self.unit, self.batch_fn = segs, unit, batch_fn
+        self.groups: list[np.ndarray] | None = None
+        if unit == "utterance":
+            first: dict[str, list[int]] = {}
+            for i, uid in enumerate(segs.utterance_ids):
+                first.setdefault(uid, []).append(i)
+            self.groups = [np.asarray(g, dtype=np.int64) for g in first.values()]
+            self.labels = np.array([segs.labels[g[0]] for g in self.groups], dtype=np.int64)
+        elif unit == "segment":
+            self.labels = segs.labels
+        else:
+            raise ValueError(f"unit must be 'segment' or 'utterance', got {unit!r}")
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.labels)
+
+    @property
+    def segment_view(self) -> SegmentSet:
+        """What :func:`with_prefetch` reads rows of for an index batch of examples."""
+        if self.groups is None:
+            return self.segs
+        first = np.array([g[0] for g in self.groups], dtype=np.int64)
+        return SegmentSet(self.segs.rows[first], self.labels, [self.segs.utterance_ids[i] for i in first])
+
+    def __call__(self, stores, idx: np.ndarray):
+        if self.groups is None:
+            return self.batch_fn(stores, self.segs, idx), self.labels[idx], None
+        seg_idx = np.concatenate([self.groups[i] for i in idx])
+        owner = torch.from_numpy(np.repeat(np.arange(len(idx)), [len(self.groups[i]) for i in idx]))
+        batch = self.batch_fn(stores, self.segs, seg_idx)
+        batch["owner"] = owner
+        return batch, self.labels[idx], owner
 
 
 def _default_batch(stores, segs: SegmentSet, idx: np.ndarray) -> dict:
@@ -99,55 +155,151 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``train.optimizer``: adamw | adam | sgd (momentum 0.9, Nesterov), with ``lr`` and
+    ``weight_decay`` (Adam's is L2 in the gradient, AdamW's decoupled)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    raise ValueError(f"train.optimizer: {cfg.optimizer!r} is not one of adamw, adam, sgd")
+
+
+def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """The learning-rate multiplier at optimiser ``step`` (0-based): linear warm-up over
+    ``warmup_epochs``, then constant or a cosine decay to 0 at ``max_epochs``."""
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "constant":
+        return 1.0
+    total = max(cfg.max_epochs * steps_per_epoch - warm, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min((step - warm) / total, 1.0)))
+
+
+FRAME_KEYS = ("mfcc", "spec", "ssl", "chroma", "melspec")
+
+
+def mask_frames(batch: dict, fraction: float) -> dict:
+    """SpecAugment-style time masking of cached frames: per example, one span of up to
+    ``fraction`` of its length, at the same relative place in every frame feature (their frame
+    rates differ), set to zero. Uses torch's global generator (seeded, checkpointed)."""
+    keys = [k for k in FRAME_KEYS if k in batch]
+    if not keys:
+        return batch
+    n = batch[keys[0]].shape[0]
+    width = torch.rand(n) * fraction
+    start = torch.rand(n) * (1.0 - width)
+    for k in keys:
+        x = batch[k]
+        t = x.shape[-2]
+        pos = (torch.arange(t, dtype=torch.float32) + 0.5) / t                        # (T,)
+        drop = (pos[None] >= start[:, None]) & (pos[None] < (start + width)[:, None])   # (B, T)
+        keep = (~drop).to(x.dtype).reshape(n, *([1] * (x.dim() - 3)), t, 1)
+        batch[k] = x * keep.to(x.device)
+    return batch
+
+
+def mixup(batch: dict, target: torch.Tensor, alpha: float):
+    """Input mixup (Zhang et al., 2018): every float input of the batch mixed with a shuffled
+    copy, λ ~ Beta(α, α). → (batch, target, shuffled target, λ)."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(target.shape[0])
+    out = {}
+    for k, v in batch.items():
+        if k == "valid":                     # the longer real part of the two
+            out[k] = torch.maximum(v, v[perm.to(v.device)])
+        elif v.is_floating_point():
+            out[k] = lam * v + (1.0 - lam) * v[perm.to(v.device)]
+        else:
+            out[k] = v
+    return out, target, target[perm.to(target.device)], lam
+
+
 def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cfg: TrainConfig,
         seed: int, checkpoint: Path | None = None, log: Callable[[str], None] = print,
-        batch_fn: Callable | None = None, rank: int = 0, world_size: int = 1) -> FitResult:
+        batch_fn: Callable | None = None, rank: int = 0, world_size: int = 1,
+        max_epochs: int | None = None) -> FitResult:
     """Train ``model`` (already built under ``seed``) with early stopping on ``val``.
 
     With ``world_size > 1`` the model must be wrapped in DistributedDataParallel; every rank
     takes its share of each batch, rank 0 alone writes checkpoints. ``batch_fn(stores, segs,
-    idx)`` builds batches (default: cached features)."""
+    idx)`` builds batches (default: cached features). With ``cfg.keep == "last"``, or an empty
+    ``val``, every epoch up to ``max_epochs`` (default ``cfg.max_epochs``) runs and the last one
+    is kept (validation, if any, is still scored for the history)."""
     device = resolve_device(cfg.device)
     core = getattr(model, "module", model)          # the model inside DDP
     params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optim = make_optimizer(params, cfg)
     gen = torch.Generator().manual_seed(seed)
     use_amp = cfg.amp and device.type == "cuda"
     batch_fn = batch_fn or _default_batch
-    loss_fn = getattr(core, "training_loss", None) or F.cross_entropy   # e.g. Query2Label's BCE
+    model_loss = getattr(core, "training_loss", None)       # e.g. Query2Label's BCE
 
+    def loss_fn(logits, target):
+        if model_loss is not None:
+            return model_loss(logits, target)
+        return F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
+
+    examples = UnitBatches(train, cfg.unit, batch_fn)
+    n_epochs = max_epochs or cfg.max_epochs
+    steps_per_epoch = -(-examples.n_examples // cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, lambda step: lr_factor(step, steps_per_epoch, cfg))
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
              "best_state": {k: v.detach().clone() for k, v in core.state_dict().items()}}
     if checkpoint is not None and checkpoint.exists():
         ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
         core.load_state_dict(ck["model"])
         optim.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
         gen.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])
         state = {k: ck[k] for k in ("epoch", "best_score", "best_epoch", "bad_epochs", "history", "best_state")}
         log(f"resumed from {checkpoint} after epoch {state['epoch']}")
 
-    while state["epoch"] < cfg.max_epochs:
-        if state["epoch"] >= cfg.min_epochs and state["bad_epochs"] >= cfg.patience:
+    while state["epoch"] < n_epochs:
+        if (len(val) and cfg.keep == "best" and state["epoch"] >= cfg.min_epochs
+                and state["bad_epochs"] >= cfg.patience):
             break
         epoch = state["epoch"] + 1
         model.train()
         total, count = 0.0, 0
-        for idx in with_prefetch(iterate_batches(len(train), cfg.batch_size, gen, rank, world_size),
-                                 stores, train):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch_fn(stores, train, idx).items()}
-            target = torch.from_numpy(train.labels[idx]).to(device)
+        for idx in with_prefetch(iterate_batches(examples.n_examples, cfg.batch_size, gen, rank, world_size),
+                                 stores, examples.segment_view):
+            batch, target, _ = examples(stores, idx)
+            if cfg.frame_mask > 0:
+                batch = mask_frames(batch, cfg.frame_mask)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            target = torch.from_numpy(target).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(model(batch).float(), target)
+                if cfg.mixup > 0:
+                    batch, y_a, y_b, lam = mixup(batch, target, cfg.mixup)
+                    logits = model(batch).float()
+                    loss = lam * loss_fn(logits, y_a) + (1.0 - lam) * loss_fn(logits, y_b)
+                else:
+                    loss = loss_fn(model(batch).float(), target)
             optim.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optim.step()
+            scheduler.step()
             total += loss.item() * len(idx)
             count += len(idx)
-        logp = predict_segments(core, stores, val, cfg.batch_size, device, batch_fn)
-        val_loss = float(-logp[np.arange(len(val)), val.labels].mean())
-        metrics, *_ = utterance_metrics(logp, val, labels)
-        score = score_of(metrics, cfg.select_on)
+        record = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": scheduler.get_last_lr()[0]}
+        if len(val):
+            logp = predict_segments(core, stores, val, cfg.batch_size, device, batch_fn, unit=cfg.unit)
+            val_loss = float(-logp[np.arange(len(val)), val.labels].mean())
+            metrics, *_ = utterance_metrics(logp, val, labels)
+            score = score_of(metrics, cfg.select_on)
+            record.update(val_loss=val_loss, val_wa=metrics["wa"], val_ua=metrics["ua"])
+        else:                                   # nothing to select on: the last epoch is kept
+            score, val_loss = float(epoch), float("nan")
+            metrics = {"wa": float("nan"), "ua": float("nan")}
+        if cfg.keep == "last":
+            score = float(epoch)
         improved = score > state["best_score"]
         if improved:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0,
@@ -155,12 +307,12 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        state["history"].append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss,
-                                 "val_wa": metrics["wa"], "val_ua": metrics["ua"]})
-        log(f"epoch {epoch:3d}  train loss {total / max(count, 1):.4f}  val loss {val_loss:.4f}  "
+        state["history"].append(record)
+        log(f"epoch {epoch:3d}  train loss {record['train_loss']:.4f}  val loss {val_loss:.4f}  "
             f"val WA {metrics['wa']:.3f} UA {metrics['ua']:.3f}{'  *' if improved else ''}")
         if checkpoint is not None and rank == 0:
             _atomic_save({**state, "model": core.state_dict(), "optimizer": optim.state_dict(),
-                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, checkpoint)
+                          "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
+                          "torch_rng": torch.get_rng_state()}, checkpoint)
     core.load_state_dict(state["best_state"])
     return FitResult(state["best_state"], state["best_epoch"], state["epoch"], state["history"])

@@ -1,0 +1,83 @@
+"""The README's result tables from finished run folders (so the figures there can be
+regenerated, not typed): per run, UA/WA/macro-F1 as mean ± std over fold × seed entries, the
+mean ± std of the per-seed means, the normalisation, the wall time; then per-class recall and
+the worst test speakers of each run.
+
+    python benchmarks/results_table.py runs/ravdess_linear runs/ravdess_camser_plus ...
+    python benchmarks/results_table.py --levers runs/levers/*      # one row per lever run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def load(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text())
+
+
+def seed_means(results: dict, key: str = "ua") -> list[float]:
+    by_seed: dict = {}
+    for f in results["folds"]:
+        by_seed.setdefault(f["seed"], []).append(f[key])
+    return [float(np.mean(v)) for _, v in sorted(by_seed.items())]
+
+
+def row(run: Path) -> dict:
+    r = load(run)
+    s, norm = r["summary"], (r.get("normalize") or {}).get("mode", "none")
+    seeds = seed_means(r)
+    return {"run": str(run), "name": r["config"]["name"], "normalize": norm, "n": len(r["folds"]),
+            "seeds": sorted({f["seed"] for f in r["folds"]}),
+            "ua": (s["ua_mean"], s["ua_std"]), "wa": (s["wa_mean"], s["wa_std"]), "f1": (s["f1_mean"], s["f1_std"]),
+            "seed_ua": (float(np.mean(seeds)), float(np.std(seeds))), "wall_s": r.get("wall_s")}
+
+
+def pm(pair) -> str:
+    return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--levers", action="store_true", help="name rows by their folder (lever runs)")
+    a = p.parse_args(argv)
+    runs = [r for r in a.runs if (r / "results.json").is_file()]
+    rows = [row(r) for r in runs]
+    print("| run | normalisation | UA % | WA % | macro-F1 % | UA of the seed means | fold×seed entries | wall |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r, path in zip(rows, runs):
+        name = path.name if a.levers else r["name"]
+        wall = "–" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
+        print(f"| `{name}` | {r['normalize']} | {pm(r['ua'])} | {pm(r['wa'])} | {pm(r['f1'])} | "
+              f"{pm(r['seed_ua'])} ({len(r['seeds'])} seeds) | {r['n']} | {wall} |")
+    if a.levers:
+        return 0
+    print()
+    labels = load(runs[0])["labels"]
+    print("| run | " + " | ".join(labels) + " |")
+    print("|---|" + "---|" * len(labels))
+    for path in runs:
+        r = load(path)
+        rec = {lab: np.mean([f["recall"][lab] for f in r["folds"]]) for lab in labels}
+        print(f"| `{r['config']['name']}` | " + " | ".join(f"{100 * rec[lab]:.0f}" for lab in labels) + " |")
+    print()
+    print("| run | worst test actors (UA %) | best |")
+    print("|---|---|---|")
+    for path in runs:
+        r = load(path)
+        per: dict = {}
+        for f in r["folds"]:
+            for spk, m in (f.get("per_speaker") or {}).items():
+                per.setdefault(spk, []).append(m["ua"])
+        ranked = sorted((float(np.mean(v)), s) for s, v in per.items())
+        fmt = lambda items: ", ".join(f"{s} {100 * u:.0f}" for u, s in items)   # noqa: E731
+        print(f"| `{r['config']['name']}` | {fmt(ranked[:4])} | {fmt(ranked[-3:])} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
