@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         name = path.name if a.levers else r["name"]
         wall = "–" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
         print(f"| `{name}` | {r['normalize']} | {pm(r['ua'])} | {pm(r['wa'])} | {pm(r['f1'])} | "
-              f"{pm(r['seed_ua'])} ({len(r['seeds'])} seeds) | {r['n']} | {wall} |")
+              f"{pm(r['seed_ua'])} ({len(r['seeds'])} seed{'s' * (len(r['seeds']) > 1)}) | {r['n']} | {wall} |")
     if a.levers:
         return 0
     print()

@@ -136,7 +136,8 @@ class TrainConfig:
                                   # training example's frames (every frame feature, same span); 0 → off
     unit: str = "segment"         # segment (each 3 s segment an example) | utterance (an utterance's
                                   # segments in one example, pooled before the head)
-    ensemble: int = 1             # N models per fold/training run (seeds seed, seed+1, …), probabilities averaged
+    ensemble: int = 1             # cv: N models per fold (seeds seed, seed+1, …), probabilities averaged
+                                  # (`camser train` still saves one model: the first seed's)
     batch_size: int = 64
     max_epochs: int = 100
     patience: int = 8

@@ -259,3 +259,14 @@ def test_ssl_frame_pool_averages_frames_in_time(ws):
     np.testing.assert_allclose(b[:, :, 0], a[:, :, :4].mean(2), rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match="frame_pool"):
         SSLEncoder(SSLConfig(model=str(ws.encoder), frame_pool=0), 16000)
+
+
+def test_every_ablation_row_builds_on_the_plus_preset():
+    """Rows without co-attention concatenate their branches even where the preset lets the
+    drivers only steer the co-attention (plus: fuse_drivers false)."""
+    from camser.models.camser import ABLATIONS, CAMSER, config_from_section
+    dims = {"mfcc": (300, 40), "spec": (300, 200), "ssl": (3, 12, 16)}
+    for row in ABLATIONS:
+        cfg = config_from_section({"preset": "plus", "ablation": row}, 4, dims)
+        assert cfg.fuse_drivers is (not row.endswith("+coatt")), row
+        CAMSER(cfg)

@@ -147,7 +147,7 @@ PRESETS: dict[str, dict] = {
 # the configured co-attention mode (relu for "paper", softmax for "cpu"). "w2e+coatt" has no
 # MFCC/spectrogram vector to drive the co-attention, so its query is the mean of the SSL frames
 # itself (a learned self-driven frame attention) — our reading of that row.
-_NONE = {"coattention": "none"}
+_NONE = {"coattention": "none", "fuse_drivers": True}     # no co-attention: the branches are concatenated
 ABLATIONS: dict[str, dict] = {
     "mfcc":                {"use_mfcc": True,  "use_spec": False, "use_ssl": False, **_NONE},
     "spec":                {"use_mfcc": False, "use_spec": True,  "use_ssl": False, **_NONE},

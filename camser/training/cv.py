@@ -151,7 +151,7 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
     normalizer = fold_normalizer(cfg, stats, fold)
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
     test = segment_set(data.stores, fold.test_ids, label_of)
-    probs, emb, members = 0.0, None, []
+    probs, logp, emb, members = 0.0, None, None, []
     for k in range(cfg.train.ensemble):
         if cfg.train.ensemble > 1:
             log(f"ensemble member {k + 1} of {cfg.train.ensemble} (seed {seed + k})")
@@ -163,7 +163,9 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
         emb = emb if emb is not None else e
         members.append({"seed": seed + k, "epochs": result.epochs, "best_epoch": result.best_epoch,
                         "history": result.history, "layer_weights": learned_layer_weights(model)})
-    metrics, utt_ids, y_true, y_pred = utterance_metrics(np.log(np.maximum(probs, 1e-30)), test, data.labels)
+    if cfg.train.ensemble > 1:                     # the members' probabilities averaged
+        logp = np.log(np.maximum(probs, 1e-30))
+    metrics, utt_ids, y_true, y_pred = utterance_metrics(logp, test, data.labels)
     first = members[0]
     part = {"epochs": first["epochs"], "best_epoch": first["best_epoch"], **metrics, "history": first["history"],
             "predictions": {"utterance_ids": utt_ids, "true": y_true.tolist(), "pred": y_pred.tolist()}}
@@ -175,16 +177,23 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
     return part, {"labels": test.labels, **emb}
 
 
+def speaker_metrics(entry: dict, utterances, labels: list[str]) -> dict:
+    """WA/UA of each test speaker of a fold entry, from its saved predictions."""
+    speaker_of = {u.id: u.speaker for u in utterances}
+    pred = entry["predictions"]
+    return per_group_metrics([speaker_of[i] for i in pred["utterance_ids"]], pred["true"], pred["pred"], labels)
+
+
 def _checkpoint_name(member: int) -> str:
     return "checkpoint.pt" if member == 0 else f"checkpoint_m{member}.pt"
 
 
 def learned_layer_weights(model) -> list[float] | None:
     """The softmax SSL layer weights a model learned (None: it has none)."""
+    from ..models.blocks import LayerWeights
     for module in model.modules():
-        w = getattr(module, "weights", None)
-        if type(module).__name__ == "LayerWeights" and w is not None:
-            return torch.softmax(w.detach().float().cpu(), 0).tolist()
+        if isinstance(module, LayerWeights) and module.weights is not None:
+            return torch.softmax(module.weights.detach().float().cpu(), 0).tolist()
     return None
 
 
@@ -235,10 +244,7 @@ def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_di
         part, emb = _network_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp, stats)
     entry = {"fold": fold.index, "seed": seed, "test_speakers": fold.test_speakers,
              "val_speakers": fold.val_speakers, **part}
-    speaker_of = {u.id: u.speaker for u in data.utterances}
-    pred = part["predictions"]
-    entry["per_speaker"] = per_group_metrics([speaker_of[i] for i in pred["utterance_ids"]], pred["true"],
-                                             pred["pred"], data.labels)
+    entry["per_speaker"] = speaker_metrics(entry, data.utterances, data.labels)
     if rank == 0 or not ddp:
         if emb is not None:
             np.savez_compressed(fold_dir / "embeddings.npz", **emb)
@@ -343,10 +349,14 @@ def finalize(cfg: ExperimentConfig, out: Path, folds, labels: list[str], wall_s:
     from ..reports.run_report import write_run_report
 
     entries, pooled_true, pooled_pred = [], [], []
+    utterances = None
     for fold in folds:
         for repeat, seed in enumerate(cfg.train.seeds):
             e = json.loads((out / "folds" / f"fold{fold.index:02d}_seed{seed}" / "result.json").read_text())
             e["repeat"] = repeat
+            if "per_speaker" not in e:              # a fold finished by an older camser
+                utterances = utterances or load_utterances(cfg)[0]
+                e["per_speaker"] = speaker_metrics(e, utterances, labels)
             pooled_true += e["predictions"]["true"]
             pooled_pred += e["predictions"]["pred"]
             entries.append(e)
