@@ -325,6 +325,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             ("train.ensemble", t.ensemble >= 1, "an integer ≥ 1")):
         if not ok:
             raise ConfigError(f"{where}: expected {want}, got {getattr(t, where.split('.')[1])!r}")
+    if t.mixup > 0 and t.unit == "utterance":
+        raise ConfigError("train.mixup: mixes examples row by row, so it needs train.unit: segment "
+                          "(an utterance example spans several segment rows)")
     if "name" not in cfg.model:
         raise ConfigError("model.name: missing (e.g. camser)")
     return cfg

@@ -133,10 +133,11 @@ def test_vector_normalisation_modes():
     ("train.frame_mask=1.0", "train.frame_mask"),
     ("train.ensemble=0", "train.ensemble"),
     ("train.mixup=-1", "train.mixup"),
+    ("train.mixup=0.2 train.unit=utterance", "train.mixup"),
 ])
 def test_bad_lever_values_are_one_line_errors(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as e:
-        load_config(None, [override])
+        load_config(None, override.split())
     assert "\n" not in str(e.value)
 
 
