@@ -91,7 +91,7 @@ def cmd_synth(a) -> int:
 
 def cmd_train(a) -> int:
     from .config import load_config
-    from .inference.train import train_model
+    from .training.train_model import train_model
     train_model(load_config(a.config, a.overrides), a.out)
     return 0
 

@@ -95,7 +95,7 @@ def predict_new_recording(cfg, out: Path, log=print):
     from .corpora.synthetic import Voice, synthesize
     from .inference.model_dir import META
     from .inference.recognizer import EmotionRecognizer
-    from .inference.train import train_model
+    from .training.train_model import train_model
 
     model_dir = out / "model"
     if (model_dir / META).exists():

@@ -44,7 +44,7 @@ def tiny_model_folder(tmp_path_factory):
     from camser.corpora import read_manifest, scan_corpus, write_manifest
     from camser.corpora.synthetic import generate_iemocap
     from camser.demo import tiny_wav2vec2
-    from camser.inference.train import train_model
+    from camser.training.train_model import train_model
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny_model_folder")
@@ -62,7 +62,7 @@ def tiny_model_folder(tmp_path_factory):
 def tiny_finetuned_folder(tiny_model_folder):
     """The same data with train.mode=finetune (the encoder inside the model; inputs mfcc, spec,
     audio), one epoch."""
-    from camser.inference.train import train_model
+    from camser.training.train_model import train_model
 
     out = tiny_model_folder.root / "finetuned"
     cfg = tiny_model_folder.cfg("train.mode=finetune", "features.ssl.layer=last", "train.max_epochs=1",

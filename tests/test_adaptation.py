@@ -12,7 +12,7 @@ import torch
 from camser.cli import main
 from camser.errors import CamserError
 from camser.inference.recognizer import EmotionRecognizer
-from camser.inference.train import train_model
+from camser.training.train_model import train_model
 
 from conftest import _tiny_cfg, write_tone
 from test_inference import _ravdess
@@ -34,7 +34,7 @@ def test_model_folder_keeps_the_training_statistics(normalized):
     meta = json.loads((normalized.model_dir / "camser.json").read_text())
     assert meta["normalize"] == "corpus" and (normalized.model_dir / "normalization.safetensors").is_file()
     r = EmotionRecognizer.from_pretrained(normalized.model_dir, device="cpu")
-    assert set(r.normalization.mean) == {"mfcc", "spec", "ssl"}
+    assert set(r.normalization.mean) == {"mfcc", "spectrogram", "ssl"}
     assert r.normalization.mean["ssl"].ndim == 2                 # per layer and dimension
     assert not (normalized.plain / "normalization.safetensors").exists()
 

@@ -194,9 +194,9 @@ def test_frame_model_on_new_audio_masks_padding_as_training_did(ws, tmp_path):
     """`camser train` → predict on files: a frame model gets each segment's real-audio fraction
     (``valid``) from the inference pipeline too, so its log-probabilities equal those of the
     cached, masked training features, padded last segments included."""
-    from camser.inference.train import train_model
+    from camser.training.train_model import train_model
     from camser.training.cv import data_inputs
-    from camser.training.data import segment_set
+    from camser.features.batches import segment_set
     from camser.training.experiment import prepare_data
     from camser.training.trainer import predict_segments
 
@@ -207,7 +207,7 @@ def test_frame_model_on_new_audio_masks_padding_as_training_did(ws, tmp_path):
     some = sorted(data.utterances, key=lambda u: u.duration_s % 3.0)[:4]      # short last segments
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
     segs = segment_set(data.stores, [u.id for u in some], label_of)
-    cached = predict_segments(rec.model, data.stores, segs, 8, "cpu", batch_fn=rec.model.batch_builder(data, rec.cfg))
+    cached = predict_segments(rec.model, data.stores, segs, 8, "cpu", batch_fn=rec.model.batch_builder(data, rec.cfg.audio.sample_rate))
     unmasked = predict_segments(rec.model, data.stores, segs, 8, "cpu")
     assert np.abs(cached - unmasked).max() > 1e-2          # the mask matters to this model
     fresh = np.log([list(s.probabilities.values()) for p in rec.predict([u.path for u in some]) for s in p.segments])
@@ -242,7 +242,7 @@ def test_query2label_learns_with_bce(ws, tmp_path):
 def test_reader_transcripts_reach_the_text_model(ws):
     from camser.features.text import TextEncoder, token_mask
     from camser.training.cv import build_for_data, data_inputs
-    from camser.training.data import segment_set
+    from camser.features.batches import segment_set
     from camser.training.experiment import prepare_data
 
     cfg = make_cfg(ws, {"name": "multimodal", "modalities": ["text"], "text_encoder": str(ws["bert"])})

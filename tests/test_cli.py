@@ -49,9 +49,9 @@ def test_prepare_and_features(tmp_path, capsys):
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(config):
-    from camser.models import MODELS, required_inputs
+    from camser.models import REGISTRY, required_inputs
     cfg = load_config(config)
-    assert cfg.model["name"] in MODELS
+    assert cfg.model["name"] in REGISTRY
     assert isinstance(required_inputs(cfg.model), set)    # the model section's own fields are checked too
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,6 +55,18 @@ def test_learns_synthetic_corpus_far_above_chance(workspace, tmp_path):
     for f in saved["folds"]:
         assert 0 <= f["wa"] <= 1 and len(f["confusion"]) == 4
         assert not set(f["test_speakers"]) & set(f["val_speakers"])
+    # every test utterance with its probabilities, one row per fold × seed (for significance tests)
+    import csv
+    with open(tmp_path / "run/predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(f["n_test"] for f in saved["folds"]) and {r["fold"] for r in rows} == {"1", "2", "3"}
+    probs = np.array([[float(r[f"p_{label}"]) for label in saved["labels"]] for r in rows])
+    assert np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert [saved["labels"][i] for i in probs.argmax(1)] == [r["predicted"] for r in rows]
+    assert saved["seed_summary"]["per_seed"]["0"]["n_folds"] == 3
+    assert saved["seed_summary"]["ua_mean"] == pytest.approx(saved["summary"]["ua_mean"])
+    report = (tmp_path / "run/report.md").read_text()
+    assert "pooled precision %" in report and "pooled F1 %" in report
 
 
 def test_same_seed_same_numbers_and_resume_after_kill(workspace, tmp_path):
@@ -131,10 +144,10 @@ def test_finetune_mode_trains_the_encoder_from_audio(workspace, tmp_path):
     assert len(results["folds"]) == 1 and results["folds"][0]["epochs"] == 1
 
     from camser.training.cv import build_for_data
-    from camser.training.data import segment_set
+    from camser.features.batches import segment_set
     from camser.training.experiment import prepare_data
     from camser.training.trainer import fit
-    data = prepare_data(cfg, {"mfcc", "spec"}, progress=False)
+    data = prepare_data(cfg, {"mfcc", "spectrogram"}, progress=False)
     assert "ssl" not in data.stores                       # frames come from audio, not the cache
     model, batch_fn = build_for_data(cfg, data, seed=0)
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
@@ -158,8 +171,19 @@ def test_ablation_rows_share_folds_and_write_one_table(workspace, tmp_path):
                                    log=lambda m: None)
     assert [row["name"] for row in table] == ["mfcc", "mfcc+spec+w2e+coatt"]
     assert (tmp_path / "abl/ablation.md").read_text() == markdown and "**" in markdown
+    assert "McNemar" in markdown and table[0].get("vs_best") and table[1].get("vs_best")
     tests = [json.loads((tmp_path / "abl" / r / "results.json").read_text())["folds"][0]["test_speakers"]
              for r in ("mfcc", "mfcc+spec+w2e+coatt")]
     assert tests[0] == tests[1]
     with pytest.raises(Exception, match="--rows"):
         run_ablation(config, overrides, tmp_path / "abl2", rows=["nope"], log=lambda m: None)
+
+
+def test_wall_time_of_a_resumed_run_counts_every_session(tmp_path, monkeypatch):
+    from camser.training import cv
+    clock = cv.RunClock(tmp_path / cv.RunClock.FILE)
+    monkeypatch.setattr(cv.time, "time", lambda: clock.started + 100.0)
+    clock.ticking(lambda m: None)("epoch 1")          # a session killed after 100 s
+    monkeypatch.undo()
+    resumed = cv.RunClock(tmp_path / cv.RunClock.FILE)
+    assert resumed.before == 100.0 and 100.0 <= resumed.total() < 110.0

@@ -226,7 +226,7 @@ def test_plus_preset_whole_utterances_ensemble_and_speaker_normalisation(ws, tmp
 def test_utterance_unit_scores_each_utterance_once(ws, tmp_path):
     """Whole-utterance examples: every segment of an utterance carries the same prediction."""
     from camser.training.cv import build_for_data, data_inputs
-    from camser.training.data import segment_set
+    from camser.features.batches import segment_set
     from camser.training.experiment import prepare_data
     from camser.training.trainer import predict_segments
 
@@ -266,7 +266,7 @@ def test_every_ablation_row_builds_on_the_plus_preset():
     """Rows without co-attention concatenate their branches even where the preset lets the
     drivers only steer the co-attention (plus: fuse_drivers false)."""
     from camser.models.camser import ABLATIONS, CAMSER, config_from_section
-    dims = {"mfcc": (300, 40), "spec": (300, 200), "ssl": (3, 12, 16)}
+    dims = {"mfcc": (300, 40), "spectrogram": (300, 200), "ssl": (3, 12, 16)}
     for row in ABLATIONS:
         cfg = config_from_section({"preset": "plus", "ablation": row}, 4, dims)
         assert cfg.fuse_drivers is (not row.endswith("+coatt")), row

@@ -21,7 +21,7 @@ from camser.demo import tiny_wav2vec2
 from camser.errors import CamserError
 from camser.inference.evaluate import map_labels
 from camser.inference.recognizer import EmotionRecognizer
-from camser.inference.train import train_model
+from camser.training.train_model import train_model
 from camser.reports.results import FOLD_KEYS
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -64,7 +64,7 @@ def test_model_folder_holds_everything_without_pickles(trained):
     assert names == {"config.json", "model.safetensors", "camser.json", "features.yaml",
                      "experiment.yaml", "history.json"}
     meta = json.loads((d / "camser.json").read_text())
-    assert meta["labels"] == LABELS and meta["inputs"] == ["mfcc", "spec", "ssl"]
+    assert meta["labels"] == LABELS and meta["inputs"] == ["mfcc", "spectrogram", "ssl"]
     assert meta["encoder"]["model"] == str(trained.encoder.resolve()) and Path(meta["encoder"]["model"]).is_absolute()
     assert meta["encoder"]["output_shape"] == [3, 149, 64]          # layer: all of a 2-layer encoder
     assert meta["seed"] == 0 and meta["versions"]["torch"]
@@ -90,7 +90,7 @@ def test_save_load_gives_bit_identical_predictions(trained):
 def test_inference_features_are_the_training_features(trained):
     """Segment log-probabilities from raw audio equal cross-validation's from the cache."""
     from camser.training.cv import data_inputs
-    from camser.training.data import segment_set
+    from camser.features.batches import segment_set
     from camser.training.experiment import prepare_data
     from camser.training.trainer import predict_segments
 
@@ -111,7 +111,7 @@ def test_finetuned_encoder_travels_in_the_model_folder(trained, tmp_path):
                    "train.max_epochs=1", "train.batch_size=32")
     r = train_model(cfg, tmp_path / "ft", log=lambda m: None, progress=False)
     meta = json.loads((tmp_path / "ft/camser.json").read_text())
-    assert meta["inputs"] == ["mfcc", "spec", "audio"] and meta["encoder"]["output_shape"] == [149, 64]
+    assert meta["inputs"] == ["mfcc", "spectrogram", "audio"] and meta["encoder"]["output_shape"] == [149, 64]
     loaded = EmotionRecognizer.from_pretrained(tmp_path / "ft", device="cpu")
     a, b = r.model.state_dict(), loaded.model.state_dict()
     assert all(torch.equal(a[k].cpu(), b[k]) for k in a)

@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
                              f1_score, recall_score)
 
-from camser.training.metrics import compute_metrics, pool_segments, summarize_folds
+from camser.metrics import compute_metrics, pool_segments, summarize_folds
 
 # sklearn warns when y_pred has a class y_true lacks: exactly the case we test.
 pytestmark = pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
@@ -79,3 +79,29 @@ def test_summarize_folds():
     assert s["ua_pooled"] == pytest.approx(balanced_accuracy_score(t, p))
     assert s["f1_pooled"] == pytest.approx(f1_score(t, p, average="macro", zero_division=0))
     assert all(type(v) is float for v in s.values())
+
+
+def test_seed_summary_gives_per_seed_means_and_their_spread():
+    from camser.metrics import seed_summary
+    folds = [{"seed": s, "fold": f, "wa": wa, "ua": ua, "f1_macro": ua}
+             for s, f, wa, ua in [(1, 1, .5, .4), (1, 2, .7, .6), (2, 1, .6, .6), (2, 2, .8, .8)]]
+    out = seed_summary(folds)
+    assert out["per_seed"]["1"]["ua"] == pytest.approx(0.5) and out["per_seed"]["2"]["ua"] == pytest.approx(0.7)
+    assert out["ua_mean"] == pytest.approx(0.6) and out["ua_std"] == pytest.approx(0.1)
+    assert out["per_seed"]["2"]["n_folds"] == 2
+
+
+def test_paired_comparison():
+    from camser.metrics import paired_comparison, unweighted_accuracy
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 4, 400)
+    good = np.where(rng.random(400) < 0.8, t, (t + 1) % 4)
+    bad = np.where(rng.random(400) < 0.5, t, (t + 1) % 4)
+    assert unweighted_accuracy(t, good, 4)[0] == pytest.approx(balanced_accuracy_score(t, good))
+    same = paired_comparison(t, good, good, 4, n_boot=200)
+    assert same["delta_ua"] == 0 and same["p_mcnemar"] == 1.0 and same["ci_low"] == same["ci_high"] == 0
+    r = paired_comparison(t, good, bad, 4, n_boot=500)
+    assert r["delta_ua"] == pytest.approx(balanced_accuracy_score(t, good) - balanced_accuracy_score(t, bad))
+    assert 0 < r["ci_low"] < r["delta_ua"] < r["ci_high"] and r["p_mcnemar"] < 1e-6
+    assert r["only_a"] > r["only_b"]
+    assert paired_comparison(t, good, bad, 4, n_boot=500) == r        # seeded: same numbers

@@ -38,7 +38,7 @@ def tiny_batch(cfg: CAMSERConfig, b: int = 3, t_ssl: int | None = None, layers: 
     t_ssl = t_ssl or cfg.ssl_frames
     ssl_shape = (b, layers, t_ssl, cfg.ssl_dim) if layers else (b, t_ssl, cfg.ssl_dim)
     return {"mfcc": torch.randn(b, cfg.mfcc_frames, cfg.mfcc_dim, generator=g),
-            "spec": torch.rand(b, cfg.spec_frames, cfg.spec_bins, generator=g) * 80 - 80,
+            "spectrogram": torch.rand(b, cfg.spec_frames, cfg.spec_bins, generator=g) * 80 - 80,
             "ssl": torch.randn(*ssl_shape, generator=g)}
 
 
@@ -47,7 +47,7 @@ def tiny_model(**overrides) -> tuple[CAMSER, dict]:
     cfg = CAMSERConfig(n_classes=4, **{**TINY, **overrides})
     model = CAMSER(cfg)
     batch = tiny_batch(cfg, layers=cfg.ssl_layers)
-    model.fit_spectrogram([batch["spec"]])
+    model.fit_spectrogram([batch["spectrogram"]])
     return model, batch
 
 
@@ -62,7 +62,7 @@ def test_every_ablation_row_gives_logits(row, coatt):
     n_used = sum(k in row.split("+") for k in ("mfcc", "spec", "w2e"))
     assert emb["fused"].shape == (3, n_used * 8)
     assert ("attention" in emb) == row.endswith("+coatt")
-    assert set(model.inputs) == {{"w2e": "ssl"}.get(k, k) for k in row.split("+") if k != "coatt"}
+    assert set(model.inputs) == {{"w2e": "ssl", "spec": "spectrogram"}.get(k, k) for k in row.split("+") if k != "coatt"}
 
 
 def test_table2_has_ten_rows_and_builds_from_section():
@@ -78,29 +78,29 @@ def test_table2_has_ten_rows_and_builds_from_section():
 def test_paper_preset_full_size_forward():
     # the published sizes: 256×384 AlexNet image, flattened 300×512 BiLSTM, relu co-attention over 149 frames
     m = build_model({"name": "camser", "alexnet_weights": "random"}, 4,
-                    {"mfcc": (300, 40), "spec": (300, 200), "ssl": (149, 768)})
+                    {"mfcc": (300, 40), "spectrogram": (300, 200), "ssl": (149, 768)})
     cfg = m.config
     assert (cfg.spec_encoder, cfg.mfcc_pool, cfg.coattention, cfg.ssl_frames) == ("alexnet", "flatten", "relu", 149)
     assert m.mfcc_encoder.proj.in_features == 300 * 512
-    b = {"mfcc": torch.randn(2, 300, 40), "spec": torch.rand(2, 300, 200) * 80 - 80,
+    b = {"mfcc": torch.randn(2, 300, 40), "spectrogram": torch.rand(2, 300, 200) * 80 - 80,
          "ssl": torch.randn(2, 149, 768)}
-    m.fit_spectrogram([b["spec"]])
-    assert m.spec_encoder.image(b["spec"]).shape == (2, 3, 256, 384)
+    m.fit_spectrogram([b["spectrogram"]])
+    assert m.spec_encoder.image(b["spectrogram"]).shape == (2, 3, 256, 384)
     m.eval()
     with torch.no_grad():
         logits, emb = m(b, return_embeddings=True)
-    assert logits.shape == (2, 4) and emb["fused"].shape == (2, 384) and emb["w2e_raw"].shape == (2, 768)
+    assert logits.shape == (2, 4) and emb["fused"].shape == (2, 384) and emb["ssl_raw"].shape == (2, 768)
 
 
 def test_cpu_preset_stacked_layers():
     m = build_model({"name": "camser", "preset": "cpu", "lstm_hidden": 8}, 4,
-                    {"mfcc": (300, 40), "spec": (300, 200), "ssl": (7, 150, 512)})
+                    {"mfcc": (300, 40), "spectrogram": (300, 200), "ssl": (7, 150, 512)})
     cfg = m.config
     assert (cfg.spec_encoder, cfg.mfcc_pool, cfg.coattention, cfg.ssl_layers, cfg.ssl_dim) == \
         ("cnn", "mean", "softmax", 7, 512)
-    b = {"mfcc": torch.randn(2, 300, 40), "spec": torch.rand(2, 300, 200) * 80 - 80,
+    b = {"mfcc": torch.randn(2, 300, 40), "spectrogram": torch.rand(2, 300, 200) * 80 - 80,
          "ssl": torch.randn(2, 7, 150, 512).half()}       # the cache stores float16
-    m.fit_spectrogram(b["spec"].numpy())                  # an (N, T, F) array iterates per segment
+    m.fit_spectrogram(b["spectrogram"].numpy())                  # an (N, T, F) array iterates per segment
     m.fit_mfcc(b["mfcc"].numpy())
     logits, emb = m(b, return_embeddings=True)
     assert logits.shape == (2, 4) and emb["attention"].shape == (2, 150)
@@ -110,9 +110,9 @@ def test_cpu_preset_stacked_layers():
 
 
 def test_required_inputs_before_any_data():
-    assert required_inputs({"name": "camser"}) == {"mfcc", "spec", "ssl"}
+    assert required_inputs({"name": "camser"}) == {"mfcc", "spectrogram", "ssl"}
     assert required_inputs({"name": "camser", "preset": "cpu", "ablation": "mfcc+w2e"}) == {"mfcc", "ssl"}
-    assert required_inputs({"name": "camser", "use_mfcc": False, "use_ssl": False}) == {"spec"}
+    assert required_inputs({"name": "camser", "use_mfcc": False, "use_ssl": False}) == {"spectrogram"}
 
 
 def test_fit_normalizers_reads_only_training_rows():
@@ -128,7 +128,7 @@ def test_fit_normalizers_reads_only_training_rows():
 
 
 def test_section_errors_name_the_field():
-    dims = {"mfcc": (300, 40), "spec": (300, 200), "ssl": (149, 768)}
+    dims = {"mfcc": (300, 40), "spectrogram": (300, 200), "ssl": (149, 768)}
     with pytest.raises(ConfigError, match=r"^model\.lstm_hiden: unknown field"):
         build_model({"name": "camser", "lstm_hiden": 3}, 4, dims)
     with pytest.raises(ConfigError, match=r"^model\.ssl_dim: 512"):
@@ -287,11 +287,11 @@ def test_encoder_path_from_audio(tmp_path):
     torch.manual_seed(0)
     cfg = CAMSERConfig(**TINY)                                  # relu co-attention: 10 frames
     model = CAMSER(cfg, encoder=TinyEncoder())
-    assert model.inputs == ("mfcc", "spec", "audio")
+    assert model.inputs == ("mfcc", "spectrogram", "audio")
     batch = tiny_batch(cfg)
     del batch["ssl"]
     batch["audio"] = torch.randn(3, 320)
-    model.fit_spectrogram([batch["spec"]])
+    model.fit_spectrogram([batch["spectrogram"]])
     model(batch).sum().backward()
     assert model.encoder.conv.weight.grad.abs().sum() > 0      # trained end to end
 
@@ -303,25 +303,25 @@ def test_encoder_path_from_audio(tmp_path):
     with pytest.raises(CamserError, match="encoder"):
         CAMSER.from_pretrained(tmp_path / "m")
     built = build_model({"name": "camser", **TINY}, 4, {}, encoder=TinyEncoder())
-    assert built.inputs == ("mfcc", "spec", "audio")
+    assert built.inputs == ("mfcc", "spectrogram", "audio")
     with pytest.raises(ConfigError, match=r"^model\.image_size"):
         CAMSERConfig(image_size=("a", 300))
 
 
 def test_branch_dropout_zeroes_whole_vectors_in_training_only():
     m = build_model({"name": "camser", "preset": "cpu", "branch_dropout": 0.5}, 4,
-                    {"mfcc": (300, 40), "spec": (300, 200), "ssl": (150, 32)})
-    b = {"mfcc": torch.randn(64, 300, 40), "spec": torch.rand(64, 300, 200) * 80 - 80, "ssl": torch.randn(64, 150, 32)}
-    m.fit_spectrogram(b["spec"].numpy())
+                    {"mfcc": (300, 40), "spectrogram": (300, 200), "ssl": (150, 32)})
+    b = {"mfcc": torch.randn(64, 300, 40), "spectrogram": torch.rand(64, 300, 200) * 80 - 80, "ssl": torch.randn(64, 150, 32)}
+    m.fit_spectrogram(b["spectrogram"].numpy())
     m.fit_mfcc(b["mfcc"].numpy())
     torch.manual_seed(0)
     m.train()
     _, emb = m(b, return_embeddings=True)
     zero_rows = (emb["mfcc"].abs().sum(1) == 0).float().mean()
     assert 0.2 < float(zero_rows) < 0.8                      # about half the samples lose their MFCC vector
-    assert bool((emb["w2e"].abs().sum(1) > 0).all())         # the SSL vector is never dropped
+    assert bool((emb["ssl"].abs().sum(1) > 0).all())         # the SSL vector is never dropped
     m.eval()
     _, emb = m(b, return_embeddings=True)
     assert bool((emb["mfcc"].abs().sum(1) > 0).all())
     with pytest.raises(ConfigError, match="model.branch_dropout"):
-        build_model({"name": "camser", "branch_dropout": 1.0}, 4, {"mfcc": (300, 40), "spec": (300, 200), "ssl": (150, 32)})
+        build_model({"name": "camser", "branch_dropout": 1.0}, 4, {"mfcc": (300, 40), "spectrogram": (300, 200), "ssl": (150, 32)})

@@ -52,10 +52,10 @@ def max_prob_diff(a, b) -> float:
 def test_export_from_features_matches_pytorch(exported, torch_recognizer, tiny_model_folder):
     info, log = exported
     f = info["features"]
-    assert f["inputs"] == ["mfcc", "spec", "ssl"] and f["opset"] >= 17 and "dynamo=True" in f["exporter"]
+    assert f["inputs"] == ["mfcc", "spectrogram", "ssl"] and f["opset"] >= 17 and "dynamo=True" in f["exporter"]
     assert f["max_abs_diff"] < TOL and any("max |Δp|" in line for line in log)
     backend = OnnxBackend(f["path"])
-    assert backend.inputs == ("mfcc", "spec", "ssl") and backend.labels == ["ang", "sad", "hap", "neu"]
+    assert backend.inputs == ("mfcc", "spectrogram", "ssl") and backend.labels == ["ang", "sad", "hap", "neu"]
     shapes = {i.name: i.shape for i in backend.session.get_inputs()}
     assert shapes["ssl"][0] == shapes["mfcc"][0] == "batch" and shapes["ssl"][1:] == [3, 149, 64]
     batch = real_batch(torch_recognizer, [u.path for u in tiny_model_folder.utterances[:6]], backend.inputs)
@@ -68,12 +68,12 @@ def test_export_from_features_matches_pytorch(exported, torch_recognizer, tiny_m
 def test_export_from_audio_puts_the_encoder_in_the_graph(exported, torch_recognizer, tiny_model_folder):
     info, _ = exported
     a = info["audio"]
-    assert a["inputs"] == ["mfcc", "spec", "audio"] and a["max_abs_diff"] < TOL
+    assert a["inputs"] == ["mfcc", "spectrogram", "audio"] and a["max_abs_diff"] < TOL
     backend = OnnxBackend(a["path"])
     assert {i.name: i.shape for i in backend.session.get_inputs()}["audio"] == ["batch", 48000]
     paths = [u.path for u in tiny_model_folder.utterances[:6]]
-    batch = real_batch(torch_recognizer, paths, ("mfcc", "spec", "audio"))
-    torch_batch = real_batch(torch_recognizer, paths, ("mfcc", "spec", "ssl"))
+    batch = real_batch(torch_recognizer, paths, ("mfcc", "spectrogram", "audio"))
+    torch_batch = real_batch(torch_recognizer, paths, ("mfcc", "spectrogram", "ssl"))
     ref = TorchBackend(torch_recognizer.model).log_probs(torch_batch)
     assert max_prob_diff(backend.log_probs(batch), ref) < TOL
 
@@ -122,7 +122,7 @@ def test_quantized_int8_model_runs(exported, tiny_model_folder, tmp_path, capsys
 
 def test_finetuned_model_exports_from_audio(tiny_finetuned_folder, tiny_model_folder, tmp_path):
     info = export_onnx(tiny_finetuned_folder, tmp_path / "ft.onnx", source="audio", log=lambda m: None)
-    assert info["inputs"] == ["mfcc", "spec", "audio"] and info["max_abs_diff"] < TOL
+    assert info["inputs"] == ["mfcc", "spectrogram", "audio"] and info["max_abs_diff"] < TOL
     paths = [u.path for u in tiny_model_folder.utterances[:4]]
     ref = EmotionRecognizer.from_pretrained(tiny_finetuned_folder, device="cpu").predict(paths)
     got = EmotionRecognizer.from_pretrained(tiny_finetuned_folder, onnx=info["path"], device="cpu").predict(paths)

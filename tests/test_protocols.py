@@ -5,7 +5,7 @@ import pytest
 
 from camser.config import ProtocolConfig
 from camser.errors import CamserError, ConfigError
-from camser.training.protocols import PAPER_WARNING, make_folds
+from camser.protocols import PAPER_WARNING, make_folds
 from camser.types import Utterance
 
 

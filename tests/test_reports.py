@@ -7,8 +7,8 @@ from camser.reports.plots import plot_confusion, plot_curves, plot_tsne
 from camser.reports.report import write_report
 from camser.reports.results import build_results, read_json, versions, write_json
 from camser.reports.tables import comparison_table
-from camser.training.metrics import compute_metrics
-from camser.training.protocols import PAPER_WARNING
+from camser.metrics import compute_metrics
+from camser.protocols import PAPER_WARNING
 
 LABELS = ["ang", "hap", "neu", "sad"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -108,3 +108,29 @@ def test_comparison_table_marks_the_best():
     assert "| no-coattention | none (strict) | 68.00 ± 2.00 | **66.00 ± 3.00** | **65.00 ± 2.00** | `runs/nca` |" in md
     assert rows[0]["best"] == ["wa", "f1"] and rows[1]["best"] == ["ua", "f1"]
     json.dumps(rows)
+
+
+def test_comparison_table_tests_each_system_against_the_best(tmp_path):
+    import csv
+    rng = np.random.default_rng(0)
+    labels = ["ang", "hap", "neu", "sad"]
+    t = rng.integers(0, 4, 300)
+    systems = {"good": np.where(rng.random(300) < 0.8, t, (t + 1) % 4),
+               "bad": np.where(rng.random(300) < 0.4, t, (t + 1) % 4)}
+    rows = []
+    for name, pred in systems.items():
+        run = tmp_path / name
+        run.mkdir()
+        with open(run / "predictions.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["utterance_id", "fold", "seed", "true", "predicted"])
+            w.writerows([f"u{i}", 1, 7, labels[t[i]], labels[pred[i]]] for i in range(300))
+        ua = float(np.mean([(pred[t == c] == c).mean() for c in range(4)]))
+        rows.append((name, {"ua_mean": ua, "ua_std": 0.0}, str(run)))
+    md, table = comparison_table(rows)
+    assert "vs best UA: Δ [95 % CI], McNemar p" in md
+    good, bad = table
+    assert good["vs_best"] == {"best": True} and bad["vs_best"]["against"] == "good"
+    assert bad["vs_best"]["ci_high"] < 0 and bad["vs_best"]["p_mcnemar"] < 1e-6 and bad["vs_best"]["n"] == 300
+    assert "| best |" in md and f"p = {bad['vs_best']['p_mcnemar']:.3g}" in md
+    json.dumps(table)

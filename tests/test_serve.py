@@ -204,7 +204,7 @@ def test_model_description(server, tiny_model_folder):
     import camser
     status, body = request(f"{server.url}/v1/model")
     assert status == 200
-    assert body["labels"] == ["ang", "sad", "hap", "neu"] and body["inputs"] == ["mfcc", "spec", "ssl"]
+    assert body["labels"] == ["ang", "sad", "hap", "neu"] and body["inputs"] == ["mfcc", "spectrogram", "ssl"]
     assert body["backend"] == "torch" and body["onnx"] is None
     assert body["encoder"]["model"] == str(tiny_model_folder.encoder.resolve())
     assert body["encoder"]["output_shape"] == [3, 149, 64]

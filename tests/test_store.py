@@ -347,7 +347,7 @@ def test_prefetch_asks_once_per_run_of_consecutive_rows(tmp_path, monkeypatch):
 
 
 def test_gather_upcasts_and_keeps_the_asked_order(tmp_path):
-    from camser.training.data import gather
+    from camser.features.batches import gather
     store, values = _small_store(tmp_path)
     rows = np.array([19, 0, 6, 5])
     batch = gather({"ssl": store}, rows)
@@ -356,7 +356,7 @@ def test_gather_upcasts_and_keeps_the_asked_order(tmp_path):
 
 
 def test_with_prefetch_asks_for_the_next_batch_before_yielding_this_one():
-    from camser.training.data import SegmentSet, with_prefetch
+    from camser.features.batches import SegmentSet, with_prefetch
     asked = []
 
     class Recorder:

@@ -54,7 +54,7 @@ def make_model_dir(ctx) -> tuple[Path, str]:
     cfg = with_resolved_encoder(cfg)
     ssl = SSLEncoder(cfg.features.ssl, int(SEGMENT_S * SAMPLE_RATE))
     torch.manual_seed(0)
-    model = build_model(cfg.model, len(LABELS), {"mfcc": (300, 40), "spec": (300, 200), "ssl": ssl.output_shape})
+    model = build_model(cfg.model, len(LABELS), {"mfcc": (300, 40), "spectrogram": (300, 200), "ssl": ssl.output_shape})
     rng = np.random.default_rng(0)
     model.fit_mfcc([10 * rng.standard_normal((8, 300, 40), dtype=np.float32)])
     model.fit_spectrogram([-40 + 15 * rng.standard_normal((8, 300, 200), dtype=np.float32)])

@@ -55,11 +55,11 @@ def measure_int8_ua(ctx) -> dict:
     from ..inference.model_dir import with_resolved_encoder
     from ..inference.onnx_export import export_onnx
     from ..inference.recognizer import EmotionRecognizer
-    from ..inference.train import save_trained
+    from ..training.train_model import save_trained
     from ..training.cv import data_inputs, train_split
     from ..training.experiment import prepare_data
-    from ..training.metrics import compute_metrics
-    from ..training.protocols import make_folds
+    from ..metrics import compute_metrics
+    from ..protocols import make_folds
 
     started = time.time()
     cfg, desc = _experiment(ctx)

@@ -25,6 +25,7 @@ from ..errors import CamserError
 from .common import SIZES
 from .report import render_markdown
 from .targets import evaluate
+from ..fileio import write_text
 
 SCHEMA = "camser-bench/1"
 
@@ -266,9 +267,7 @@ def _finite(obj):
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False, default=str) + "\n")
 
 
 def command_line(a) -> str:

@@ -118,7 +118,7 @@ def prepare_data(ctx) -> dict:
 def _load(ctx, stores_wanted: list[str]):
     """(PreparedData, train SegmentSet, val SegmentSet) over the synthetic stores."""
     from ..features.store import FeatureStore
-    from ..training.data import segment_set
+    from ..features.batches import segment_set
     from ..training.experiment import PreparedData
     from ..types import Utterance
 
@@ -218,10 +218,10 @@ def _timed_steps(model, step, n_warmup: int, n_steps: int, device) -> list[dict]
 def train_paper(ctx) -> dict:
     """A few steps of the published configuration; the epoch is extrapolated from them."""
     import torch
-    import torch.nn.functional as F
 
+    from ..features.batches import gather, iterate_batches
     from ..training.cv import build_for_data
-    from ..training.data import gather, iterate_batches
+    from ..training.trainer import make_optimizer, train_step
 
     s = ctx.sizes
     data, train, val = _load(ctx, ["mfcc", "spectrogram", "ssl_last"])
@@ -234,25 +234,19 @@ def train_paper(ctx) -> dict:
     model.fit_normalizers(data.stores, train.rows)
     norm_s = time.perf_counter() - t0
     model.to(device)
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr,
-                              weight_decay=cfg.train.weight_decay)
-    use_amp = cfg.train.amp and device.type == "cuda"
+    optim = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.train)
     gen = torch.Generator().manual_seed(111)
     batches = iterate_batches(len(train), cfg.train.batch_size, gen)
 
-    def step() -> dict:                      # the body of trainer.fit's loop, timed in parts
+    def step() -> dict:                      # trainer.fit's step, timed in parts
         idx = next(batches)
         t = time.perf_counter()
         batch = {k: v.to(device) for k, v in gather(data.stores, train.rows[idx]).items()}
-        target = torch.from_numpy(train.labels[idx]).to(device)
+        target = torch.from_numpy(train.labels[idx])
         sync(device)
         t1 = time.perf_counter()
         model.train()
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = F.cross_entropy(model(batch).float(), target)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
+        train_step(model, batch, target, optim, cfg.train, device)
         sync(device)
         return {"gather_s": t1 - t, "compute_s": time.perf_counter() - t1}
 
@@ -287,10 +281,10 @@ def train_paper(ctx) -> dict:
 def train_finetune(ctx) -> dict:
     """The encoder recomputed from audio and fine-tuned (``train.mode: finetune``), per segment."""
     import torch
-    import torch.nn.functional as F
 
+    from ..features.batches import iterate_batches
     from ..training.cv import build_for_data
-    from ..training.data import iterate_batches
+    from ..training.trainer import make_optimizer, train_step
 
     s = ctx.sizes
     data, train, val = _load(ctx, ["mfcc", "spectrogram"])
@@ -304,9 +298,7 @@ def train_finetune(ctx) -> dict:
     model, batch_fn = build_for_data(cfg, data, 111)
     model.fit_normalizers(data.stores, train.rows)
     model.to(device)
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr,
-                              weight_decay=cfg.train.weight_decay)
-    use_amp = cfg.train.amp and device.type == "cuda"
+    optim = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.train)
     b = s["finetune_batch"]
     batches = iterate_batches(len(train), b, torch.Generator().manual_seed(111))
 
@@ -314,20 +306,18 @@ def train_finetune(ctx) -> dict:
         idx = next(batches)
         t = time.perf_counter()
         batch = {k: v.to(device) for k, v in batch_fn(data.stores, train, idx).items()}
-        target = torch.from_numpy(train.labels[idx]).to(device)
+        target = torch.from_numpy(train.labels[idx])
         sync(device)
-        t1 = time.perf_counter()
+        stamps = [time.perf_counter()]
+
+        def phase(_name: str) -> None:
+            sync(device)
+            stamps.append(time.perf_counter())
+
         model.train()
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = F.cross_entropy(model(batch).float(), target)
+        train_step(model, batch, target, optim, cfg.train, device, on_phase=phase)
         sync(device)
-        t2 = time.perf_counter()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        sync(device)
-        t3 = time.perf_counter()
-        optim.step()
-        sync(device)
+        t1, t2, t3 = stamps
         return {"batch_s": t1 - t, "forward_s": t2 - t1, "backward_s": t3 - t2, "optimizer_s": time.perf_counter() - t3}
 
     def eval_step() -> float:

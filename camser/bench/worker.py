@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .common import MemoryWatch, Skip
+from ..fileio import write_text
 
 
 @dataclass
@@ -53,9 +54,7 @@ def _gpu_peak_reset(device: str) -> bool:
 
 
 def _write(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, default=str))
 
 
 def run_tasks(spec: dict) -> dict:

@@ -7,13 +7,13 @@ absolute paths and the durations measured during the scan.
 from __future__ import annotations
 
 import csv
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import CamserError
 from ..types import Utterance
+from ..fileio import atomic_write
 
 MANIFEST_COLUMNS = ("id", "path", "label", "speaker", "session", "duration_s", "text")
 SKIPPED_COLUMNS = ("path", "reason")
@@ -21,12 +21,10 @@ SKIPPED_COLUMNS = ("path", "reason")
 
 def _write_csv(path: Path, header: Iterable[str], rows: Iterable[Iterable]) -> None:
     """Write to a temporary name then rename, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def write_manifest(directory: str | Path, utterances: Iterable[Utterance],

@@ -189,9 +189,10 @@ class FrameStatistics:
 
     @classmethod
     def from_tensors(cls, tensors: dict, source: str = "") -> "FrameStatistics":
+        from .batches import current_name            # folders of older camsers: "spec"
         keys = {name.rsplit(".", 1)[0] for name in tensors}
-        return cls({k: tensors[f"{k}.mean"].numpy() for k in keys},
-                   {k: tensors[f"{k}.std"].numpy() for k in keys}, source)
+        return cls({current_name(k): tensors[f"{k}.mean"].numpy() for k in keys},
+                   {current_name(k): tensors[f"{k}.std"].numpy() for k in keys}, source)
 
 
 def normalize_vectors(X: np.ndarray, groups: np.ndarray, mode: str,

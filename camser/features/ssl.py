@@ -308,3 +308,15 @@ def _quiet_transformers():
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+class FinetuneEncoder(torch.nn.Module):
+    """The SSL encoder as a trainable submodule: audio (B, samples) → frames, gradients included."""
+
+    def __init__(self, ssl):
+        super().__init__()
+        self.ssl = ssl
+        self.encoder = ssl.module          # registered: its parameters are trained
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.ssl.forward_torch(audio)

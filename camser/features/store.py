@@ -29,6 +29,7 @@ import numpy as np
 from ..config import ExperimentConfig, config_hash
 from ..errors import CamserError
 from ..types import Segment, Utterance
+from ..fileio import write_bytes
 
 FORMAT_VERSION = 1          # bump when the feature computation changes: old caches are not reused
 DATA, INDEX, META, DONE, MARKER = "data.npy", "index.csv", "meta.json", "done.npy", "COMPLETE"
@@ -345,20 +346,4 @@ def _read_index(path: Path) -> list[Segment]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, rename over ``path``, fsync the folder."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_bytes(path, data, sync_folder=True)

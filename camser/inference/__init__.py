@@ -1,6 +1,6 @@
 """Use a trained model on new audio.
 
-* :func:`~camser.inference.train.train_model` (``camser train``): one model on a whole corpus →
+* :func:`~camser.training.train_model.train_model` (``camser train``): one model on a whole corpus →
   a model folder (:mod:`~camser.inference.model_dir`).
 * :class:`~camser.inference.recognizer.EmotionRecognizer` (``camser predict``): a model folder
   → labels, probabilities and a per-segment timeline for files, folders, arrays or bytes.

@@ -1,17 +1,30 @@
-"""What runs the model on a batch of segment inputs. The recognizer only needs ``inputs``,
-``n_classes`` and ``log_probs(batch)``, so another runtime (e.g. an ONNX session over an
-exported model) can stand in for :class:`TorchBackend` without touching the rest."""
+"""What runs a model on a batch of segment inputs: :class:`TorchBackend` (a torch model) or
+:class:`OnnxBackend` (a file written by ``camser export-onnx``, run by onnxruntime). The
+recognizer only needs ``inputs`` and ``log_probs(batch)`` (the :class:`Backend` protocol)."""
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import CamserError
+from ..features.batches import current_name
+from ..features.store import KINDS
+
+# what `camser export-onnx` writes (see camser.inference.onnx_export)
+FORMAT = "camser-onnx"
+FORMAT_VERSION = 1
+OUTPUT = "log_probs"
+
 
 class Backend(Protocol):
-    inputs: tuple[str, ...]      # batch keys read: mfcc, spec, ssl or audio
+    inputs: tuple[str, ...]      # batch keys read: mfcc, spectrogram, ssl or audio
 
     def log_probs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """``{key: (B, ...) float32}`` → ``(B, n_classes)`` float32 log-probabilities."""
@@ -25,9 +38,9 @@ class TorchBackend:
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.inputs = tuple(getattr(model, "inputs", ("mfcc", "spec", "ssl")))
+        self.inputs = tuple(model.inputs)
         # keys read when the batch has them (``valid``: frame baselines mask padding with it)
-        self.optional = tuple(k for k in getattr(model, "optional_inputs", ()) if k not in self.inputs)
+        self.optional = tuple(k for k in model.optional_inputs if k not in self.inputs)
 
     @torch.no_grad()
     def log_probs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -36,3 +49,90 @@ class TorchBackend:
         tensors = {k: torch.from_numpy(np.ascontiguousarray(batch[k])).to(self.device) for k in keys}
         logits = self.model(tensors)
         return F.log_softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+class OnnxBackend:
+    """An exported model run by onnxruntime: the :class:`~camser.inference.backend.Backend`
+    protocol (``inputs``, ``log_probs(batch)``), so :class:`~camser.inference.recognizer.
+    EmotionRecognizer` uses it exactly as it uses the torch model
+    (``EmotionRecognizer.from_pretrained(MODEL_DIR, onnx=FILE)``).
+
+    ``device``: cuda uses onnxruntime's CUDA provider when it is installed, else the CPU.
+    ``threads``: onnxruntime's intra-op threads (default: torch's thread count)."""
+
+    def __init__(self, path: str | Path, device="cpu", threads: int | None = None):
+        ort = _require("onnxruntime")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CamserError(f"{self.path}: ONNX file not found")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is None:
+            threads = torch.get_num_threads()
+        options.intra_op_num_threads = int(threads)
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as e:
+            raise CamserError(f"{self.path}: not a usable ONNX model ({_first_line(e)})") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._feed_names = tuple(i.name for i in self.session.get_inputs())
+        self.inputs = tuple(current_name(n) for n in self._feed_names)   # files of older camsers
+        outputs = [o.name for o in self.session.get_outputs()]
+        if OUTPUT not in outputs:
+            raise CamserError(f"{self.path}: no '{OUTPUT}' output (outputs: {', '.join(outputs)}); "
+                              "export it with `camser export-onnx`")
+        self.labels = json.loads(self.metadata["camser.labels"]) if "camser.labels" in self.metadata else None
+        self.source = self.metadata.get("camser.source")
+        self.quantize = self.metadata.get("camser.quantize") or None
+
+    def check(self, md) -> None:
+        """Refuse a model folder (:class:`~camser.inference.model_dir.ModelDir`) this file was
+        not exported from: it supplies the labels and the feature configuration."""
+        meta = self.metadata
+        if meta.get("camser.format") != FORMAT:
+            raise CamserError(f"{self.path}: not exported by `camser export-onnx` (no camser metadata); "
+                              "export it from the model folder")
+        if int(meta.get("camser.format_version", 0)) > FORMAT_VERSION:
+            raise CamserError(f"{self.path}: written by a newer camser; upgrade camser")
+        if self.labels != md.labels:
+            raise CamserError(f"{self.path}: exported for labels {', '.join(self.labels or [])}, but "
+                              f"{md.path} has {', '.join(md.labels)}")
+        created, digest = meta.get("camser.model_created"), meta.get("camser.model_config_sha256")
+        if (created and created != str(md.meta.get("created"))) or (digest and digest != _config_digest(md.path)):
+            raise CamserError(f"{self.path}: exported from another model folder than {md.path} "
+                              f"(model created {created}, this one {md.meta.get('created')}); export it again")
+        unknown = [k for k in self.inputs if k not in (*KINDS, "audio", "valid")]
+        if unknown:
+            raise CamserError(f"{self.path}: unknown input '{unknown[0]}'")
+
+    def log_probs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: np.ascontiguousarray(batch[k], dtype=np.float32) for name, k in zip(self._feed_names, self.inputs)}
+        try:
+            out = self.session.run([OUTPUT], feed)[0]
+        except Exception as e:
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
+            raise CamserError(f"{self.path}: onnxruntime failed on inputs {shapes} ({_first_line(e)})") from None
+        return np.asarray(out, dtype=np.float32)
+
+
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise CamserError(f"ONNX support needs the '{module}' package: pip install 'camser[onnx]'") from None
+
+
+def _config_digest(model_dir: Path) -> str:
+    return hashlib.sha256((Path(model_dir) / "config.json").read_bytes()).hexdigest()
+
+
+def _first_line(e: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()     # the exporter colours its messages
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Traceback", "File ")):
+            return line[:300]
+    return type(e).__name__

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..corpora import get_reader, scan_corpus
 from ..errors import CamserError, ConfigError
 from ..reports.results import build_results, versions, write_json
-from ..training.metrics import compute_metrics
+from ..metrics import compute_metrics
 
 ALIASES: list[set[str]] = [
     {"ang", "angry", "anger"},

@@ -3,7 +3,7 @@
 Two graphs can be exported (``source``):
 
 * ``features``: the model as it reads its batch, one graph input per key of
-  ``camser.json``'s ``inputs`` (``mfcc`` (B, T, n_mfcc), ``spec`` (B, T, bins), ``ssl``
+  ``camser.json``'s ``inputs`` (``mfcc`` (B, T, n_mfcc), ``spectrogram`` (B, T, bins), ``ssl``
   (B, T_w, D) or (B, L, T_w, D); a fine-tuned model reads ``audio`` (B, samples) instead of
   ``ssl``, its encoder being part of it). The SSL frames are computed outside, by the torch
   encoder the model folder references.
@@ -11,7 +11,7 @@ Two graphs can be exported (``source``):
   ``audio`` (B, segment samples, at the model's rate) → the encoder's preprocessing and frames
   → the rounding through ``features.ssl.dtype`` the training cache applied → the model. The
   MFCC and spectrogram are still computed in numpy by the training feature code
-  (:class:`~camser.inference.pipeline.FeaturePipeline`) and fed as the ``mfcc``/``spec`` inputs:
+  (:class:`~camser.inference.pipeline.FeaturePipeline`) and fed as the ``mfcc``/``spectrogram`` inputs:
   only the encoder moves into the graph, so running the file needs no transformers model.
   Whether an encoder exports depends on its operators (wav2vec2-family encoders do; a failure
   is reported as one line naming the encoder).
@@ -42,10 +42,7 @@ the feature configuration (``camser predict/serve MODEL_DIR --onnx FILE``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
-import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -55,21 +52,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CamserError
+from ..fileio import atomic_write
+from .backend import FORMAT, FORMAT_VERSION, OUTPUT, OnnxBackend, _config_digest, _first_line, _require
 
 SOURCES = ("features", "audio")
 QUANTIZE = ("int8",)
-FORMAT = "camser-onnx"
-FORMAT_VERSION = 1
-OUTPUT = "log_probs"
 DEFAULT_OPSET = 18
 _EXTERNAL_DATA_BYTES = 1_500_000_000      # above this, weights go to OUT.onnx.data (protobuf's 2 GB limit)
-
-
-def _require(module: str):
-    try:
-        return __import__(module)
-    except ImportError:
-        raise CamserError(f"ONNX support needs the '{module}' package: pip install 'camser[onnx]'") from None
 
 
 # ---------------------------------------------------------------------- export
@@ -120,7 +109,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, source: str = "featur
             if "audio" in names else f"the model reads no SSL frames ({', '.join(names)}): "
             "the audio graph is the features graph")
     pipeline = FeaturePipeline(cfg, names, recognizer.pipeline.encoder if "ssl" in names else None)
-    names += tuple(k for k in getattr(model, "optional_inputs", ()) if k not in names)   # e.g. valid
+    names += tuple(k for k in model.optional_inputs if k not in names)   # e.g. valid
     example = example_batch(pipeline)
     graph = _Graph(model, names, ssl, cfg.features.ssl.dtype).eval()
 
@@ -204,75 +193,6 @@ def example_batch(pipeline, seconds: float | None = None, seed: int = 0) -> dict
     y = 0.1 * y + 0.005 * np.random.default_rng(seed).standard_normal(n)
     windows = list(pipeline.waveform_windows(y.astype(np.float32), sr, "<export example>"))
     return {k: np.concatenate([w.features[k] for w in windows]) for k in windows[0].features}
-
-
-# ---------------------------------------------------------------------- running it
-
-class OnnxBackend:
-    """An exported model run by onnxruntime: the :class:`~camser.inference.backend.Backend`
-    protocol (``inputs``, ``log_probs(batch)``), so :class:`~camser.inference.recognizer.
-    EmotionRecognizer` uses it exactly as it uses the torch model
-    (``EmotionRecognizer.from_pretrained(MODEL_DIR, onnx=FILE)``).
-
-    ``device``: cuda uses onnxruntime's CUDA provider when it is installed, else the CPU.
-    ``threads``: onnxruntime's intra-op threads (default: torch's thread count)."""
-
-    def __init__(self, path: str | Path, device="cpu", threads: int | None = None):
-        ort = _require("onnxruntime")
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise CamserError(f"{self.path}: ONNX file not found")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads is None:
-            threads = torch.get_num_threads()
-        options.intra_op_num_threads = int(threads)
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
-        except Exception as e:
-            raise CamserError(f"{self.path}: not a usable ONNX model ({_first_line(e)})") from None
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.inputs = tuple(i.name for i in self.session.get_inputs())
-        outputs = [o.name for o in self.session.get_outputs()]
-        if OUTPUT not in outputs:
-            raise CamserError(f"{self.path}: no '{OUTPUT}' output (outputs: {', '.join(outputs)}); "
-                              "export it with `camser export-onnx`")
-        self.labels = json.loads(self.metadata["camser.labels"]) if "camser.labels" in self.metadata else None
-        self.source = self.metadata.get("camser.source")
-        self.quantize = self.metadata.get("camser.quantize") or None
-
-    def check(self, md) -> None:
-        """Refuse a model folder (:class:`~camser.inference.model_dir.ModelDir`) this file was
-        not exported from: it supplies the labels and the feature configuration."""
-        meta = self.metadata
-        if meta.get("camser.format") != FORMAT:
-            raise CamserError(f"{self.path}: not exported by `camser export-onnx` (no camser metadata); "
-                              "export it from the model folder")
-        if int(meta.get("camser.format_version", 0)) > FORMAT_VERSION:
-            raise CamserError(f"{self.path}: written by a newer camser; upgrade camser")
-        if self.labels != md.labels:
-            raise CamserError(f"{self.path}: exported for labels {', '.join(self.labels or [])}, but "
-                              f"{md.path} has {', '.join(md.labels)}")
-        created, digest = meta.get("camser.model_created"), meta.get("camser.model_config_sha256")
-        if (created and created != str(md.meta.get("created"))) or (digest and digest != _config_digest(md.path)):
-            raise CamserError(f"{self.path}: exported from another model folder than {md.path} "
-                              f"(model created {created}, this one {md.meta.get('created')}); export it again")
-        from ..training.data import STORE_KINDS
-        unknown = [k for k in self.inputs if k not in (*STORE_KINDS, "audio", "valid")]
-        if unknown:
-            raise CamserError(f"{self.path}: unknown input '{unknown[0]}'")
-
-    def log_probs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {k: np.ascontiguousarray(batch[k], dtype=np.float32) for k in self.inputs}
-        try:
-            out = self.session.run([OUTPUT], feed)[0]
-        except Exception as e:
-            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
-            raise CamserError(f"{self.path}: onnxruntime failed on inputs {shapes} ({_first_line(e)})") from None
-        return np.asarray(out, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -369,27 +289,13 @@ def _write_metadata(path: Path, props: dict[str, str]) -> None:
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
-
-
-def _config_digest(model_dir: Path) -> str:
-    return hashlib.sha256((Path(model_dir) / "config.json").read_bytes()).hexdigest()
+    with atomic_write(path) as f:
+        f.write(model.SerializeToString())
 
 
 def _remove_onnx(path: Path) -> None:
     Path(path).unlink(missing_ok=True)
     Path(str(path) + ".data").unlink(missing_ok=True)
-
-
-def _first_line(e: Exception) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()     # the exporter colours its messages
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Traceback", "File ")):
-            return line[:300]
-    return type(e).__name__
 
 
 __all__ = ["OnnxBackend", "SOURCES", "example_batch", "export_onnx", "quantize_int8"]

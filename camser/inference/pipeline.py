@@ -34,7 +34,7 @@ from ..config import ExperimentConfig
 from ..errors import AudioError, CamserError
 from ..features.extract import compute_features, prepare_waveform, resampled_length
 from ..segments import cut, segment_utterance
-from ..training.data import BATCH_KEYS, STORE_KINDS
+from ..features.store import KINDS
 from ..types import Segment
 
 
@@ -58,7 +58,7 @@ class Window:
 class FeaturePipeline:
     """Audio → :class:`Window` s of model inputs.
 
-    ``inputs``: the batch keys the model reads (``mfcc``, ``spec``, ``ssl`` or, for a model
+    ``inputs``: the batch keys the model reads (``mfcc``, ``spectrogram``, ``ssl`` or, for a model
     with its encoder inside, ``audio``). ``encoder``: what turns segments into SSL frames
     (an :class:`~camser.features.ssl.SSLEncoder`, or anything with its ``encode(batch)`` and
     ``segment_samples``), required when ``ssl`` is an input. ``window_s``: seconds per window
@@ -68,10 +68,10 @@ class FeaturePipeline:
     def __init__(self, cfg: ExperimentConfig, inputs: Iterable[str], encoder=None, window_s: float = 15.0):
         self.cfg = cfg
         self.inputs = tuple(inputs)
-        unknown = [k for k in self.inputs if k not in STORE_KINDS and k not in ("audio", "valid")]
+        unknown = [k for k in self.inputs if k not in KINDS and k not in ("audio", "valid")]
         if unknown:
             raise CamserError(f"the model reads '{unknown[0]}', which no feature kind provides")
-        self.kinds = [STORE_KINDS[k] for k in self.inputs if k in STORE_KINDS]
+        self.kinds = [k for k in self.inputs if k in KINDS]
         self.sample_rate = cfg.audio.sample_rate
         self.segment_samples, self.hop_samples = cfg.segments.samples(self.sample_rate)
         self.last = cfg.segments.last
@@ -103,13 +103,13 @@ class FeaturePipeline:
         SSL frames are rounded through ``features.ssl.dtype`` (float16 by default), as the
         training cache stored them: the model was trained on the rounded values."""
         out = compute_features(y, segments, self.cfg, self.kinds, self.encoder)
-        batch = {BATCH_KEYS[kind]: np.asarray(v, dtype=np.float32) for kind, v in out.items()}
+        batch = {kind: np.asarray(v, dtype=np.float32) for kind, v in out.items()}
         if "ssl" in batch:
             batch["ssl"] = batch["ssl"].astype(self.cfg.features.ssl.dtype).astype(np.float32)
         if "audio" in self.inputs:          # the encoder is inside the model: it gets the samples
             batch["audio"] = np.stack([cut(y, s) for s in segments])
         # the real-audio fraction of each segment, as training's batches carry it (see
-        # camser.training.data.valid_fractions): frame models mask the last segment's padding
+        # camser.features.batches.valid_fractions): frame models mask the last segment's padding
         batch["valid"] = np.array([max(min(max(len(y) - s.start, 0), s.end - s.start), 1) / (s.end - s.start)
                                    for s in segments], dtype=np.float32)
         return batch

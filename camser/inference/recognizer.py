@@ -19,7 +19,7 @@ import torch
 from ..audio import load_audio
 from ..config import ExperimentConfig
 from ..errors import CamserError
-from ..training.trainer import resolve_device
+from ..runtime import resolve_device
 from .backend import Backend, TorchBackend
 from .model_dir import read_model_dir, resolve_encoder
 from .pipeline import FeaturePipeline, Window
@@ -47,7 +47,7 @@ class EmotionRecognizer:
     the experiment configuration it was trained with) or from a model folder with
     :meth:`from_pretrained`. ``model`` may also be a ready backend (anything with ``inputs`` and
     ``log_probs(batch)``, see :mod:`camser.inference.backend`), e.g. an
-    :class:`~camser.inference.onnx_export.OnnxBackend` (``from_pretrained(..., onnx=FILE)``).
+    :class:`~camser.inference.backend.OnnxBackend` (``from_pretrained(..., onnx=FILE)``).
     ``batch_size``: segments per forward pass (default: the experiment's ``train.batch_size``,
     what cross-validation predicted with). ``device``: auto, cpu, cuda or a torch.device.
     """
@@ -76,7 +76,7 @@ class EmotionRecognizer:
     def from_pretrained(cls, directory: str | Path, *, encoder: str | None = None,
                         device: str | torch.device = "auto", batch_size: int | None = None,
                         window_s: float = DEFAULT_WINDOW_S, onnx: str | Path | None = None) -> "EmotionRecognizer":
-        """Load a folder written by ``camser train`` (:func:`camser.inference.train.train_model`).
+        """Load a folder written by ``camser train`` (:func:`camser.training.train_model.train_model`).
 
         ``encoder`` replaces the SSL encoder reference stored in the folder (a hub id or local
         folder; the same encoder, somewhere else). Its output shape must match the one the
@@ -91,7 +91,7 @@ class EmotionRecognizer:
             cfg.features.ssl.model = resolve_encoder(encoder)
         dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
         if onnx is not None:
-            from .onnx_export import OnnxBackend
+            from .backend import OnnxBackend
             backend = OnnxBackend(onnx, device=dev)
             backend.check(md)
             ssl = _load_encoder(md, cfg, dev) if "ssl" in backend.inputs else None
@@ -101,7 +101,7 @@ class EmotionRecognizer:
 
         ssl = _load_encoder(md, cfg, dev) if {"ssl", "audio"} & set(md.inputs) else None
         if "audio" in md.inputs:             # fine-tuned: the encoder's weights are in the folder
-            from ..training.cv import FinetuneEncoder
+            from ..features.ssl import FinetuneEncoder
             model = load_pretrained(md.path, encoder=FinetuneEncoder(ssl))
             ssl = None
         else:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..training.metrics import pool_segments
+from ..metrics import pool_segments
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Prediction:
 def utterance_probabilities(segment_log_probs: np.ndarray) -> np.ndarray:
     """Segment log-probabilities ``(n_segments, n_classes)`` → utterance probabilities
     ``(n_classes,)``: the mean of the segments' log-probabilities (cross-validation's pooling,
-    :func:`camser.training.metrics.pool_segments`), renormalised with a softmax. Its argmax is
+    :func:`camser.metrics.pool_segments`), renormalised with a softmax. Its argmax is
     the label cross-validation would score."""
     logp = np.asarray(segment_log_probs)
     _, mean = pool_segments([0] * len(logp), logp)

@@ -19,35 +19,29 @@ Whisper frames.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ..config import from_dict
 from ..errors import CamserError, ConfigError
-from . import register_model
+from ..features.batches import FeatureBatches, current_name
+from ..features.store import KINDS
+from .base import SegmentModel
+from .registry import register_model
 from .blocks import (ClassifierHead, GroupWiseLinear, LayerWeights, Standardizer, frame_mask,
                      sinusoidal_positions, take_windows, window_starts)
 
-# model.feature → batch key (store kind names, and the batch keys themselves)
-FEATURES = {"mfcc": "mfcc", "spectrogram": "spec", "spec": "spec", "melspec": "melspec",
-            "chroma": "chroma", "ssl": "ssl"}
-# batch key → store kind
-_STORE_OF = {"mfcc": "mfcc", "spec": "spectrogram", "melspec": "melspec", "chroma": "chroma", "ssl": "ssl"}
 
 
 def feature_key(feature: str, field: str = "model.feature") -> str:
-    """``model.feature`` (a store kind or batch key) → the batch key."""
-    if feature not in FEATURES:
-        raise ConfigError(f"{field}: {feature!r} is not one of {', '.join(FEATURES)}")
-    return FEATURES[feature]
+    """``model.feature`` → the feature's name (a store kind; ``spec``, an older name, still reads)."""
+    if current_name(feature) not in KINDS:
+        raise ConfigError(f"{field}: {feature!r} is not one of {', '.join(KINDS)}")
+    return current_name(feature)
 
 
 def config_from(cls, section: dict, n_classes: int, data: dict | None = None):
@@ -141,38 +135,7 @@ class FrameInput(nn.Module):
         return x, frame_mask(batch.get("valid"), x.shape[1], x.shape[0], x.device)
 
 
-class SavesConfig:
-    """``save_pretrained(dir)`` → ``config.json`` (``name`` + the config dataclass) and
-    ``model.safetensors``; ``from_pretrained(dir)`` rebuilds. Fitted normalisation statistics
-    are buffers and travel with the weights."""
-
-    model_name: str = ""
-    config_class: type = object
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "config.json").write_text(json.dumps({"name": self.model_name,
-                                                    **dataclasses.asdict(self.config)}, indent=2))
-        save_model(self, str(d / "model.safetensors"))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path):
-        d = Path(directory)
-        for f in (d / "config.json", d / "model.safetensors"):
-            if not f.is_file():
-                raise CamserError(f"{f}: not found (expected a folder written by save_pretrained)")
-        section = json.loads((d / "config.json").read_text())
-        section.pop("name", None)
-        model = cls(from_dict(cls.config_class, section, "model"))
-        missing, unexpected = load_model(model, str(d / "model.safetensors"), strict=False)
-        if missing or unexpected:
-            raise CamserError(f"{d / 'model.safetensors'}: weights don't match config.json "
-                              f"({'unexpected' if unexpected else 'missing'} '{(unexpected or missing)[0]}')")
-        return model
-
-
-class FrameModel(SavesConfig, nn.Module):
+class FrameModel(SegmentModel):
     """What the frame-level baselines share: the input stage, the inputs they declare, fitting
     the normalisation on the training rows and the batch builder adding ``valid``."""
 
@@ -192,15 +155,14 @@ class FrameModel(SavesConfig, nn.Module):
     def fit_normalizers(self, stores: dict, rows) -> "FrameModel":
         """Fit the input standardisation on the training ``rows``; once :meth:`batch_builder`
         has been made (the cross-validation loop does that first), only real frames count."""
-        store = stores.get(_STORE_OF[self.key])
+        store = stores.get(self.key)
         if store is None:
-            raise CamserError(f"no '{_STORE_OF[self.key]}' features to fit the input normalisation on")
+            raise CamserError(f"no '{self.key}' features to fit the input normalisation on")
         self.frames.fit(store, rows, getattr(self, "_valid", None))
         return self
 
-    def batch_builder(self, data, cfg):
-        from ..training.data import FeatureBatches
-        builder = FeatureBatches(data.stores, data.utterances, cfg.audio.sample_rate, keys=self.inputs)
+    def batch_builder(self, data, sample_rate: int):
+        builder = FeatureBatches(data.stores, data.utterances, sample_rate, keys=self.inputs)
         self._valid = builder.valid          # per store row: the real-audio fraction
         return builder
 
@@ -354,7 +316,9 @@ class Query2Label(FrameModel):
         logits = self.fc(h)
         return (logits, {"fused": h.mean(1)}) if return_embeddings else logits
 
-    def training_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor,
+                      label_smoothing: float = 0.0) -> torch.Tensor:
+        # one binary decision per class query (the paper's loss); label smoothing does not apply
         return F.binary_cross_entropy_with_logits(logits, F.one_hot(target, logits.shape[-1]).to(logits.dtype))
 
 

@@ -17,19 +17,19 @@ configuration.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ..config import from_dict
 from ..errors import CamserError, ConfigError
+from ..features.batches import FeatureBatches
+from .base import SegmentModel
+from .registry import register_model
 from .blocks import (ALEXNET_IMAGENET_URL, Standardizer, AlexNetSpectrogramEncoder, BiLSTMEncoder,
                      CoAttention, LayerWeights, SmallSpecCNN, frame_mask, load_alexnet_imagenet, mean_pool,
                      pool_by_owner, stats_pool)
@@ -116,7 +116,7 @@ class CAMSERConfig:
     def inputs(self) -> tuple[str, ...]:
         """The batch keys the model reads (``ssl`` is replaced by ``audio`` when the model is
         given an encoder; see :attr:`CAMSER.inputs`)."""
-        return tuple(k for k, used in (("mfcc", self.use_mfcc), ("spec", self.use_spec),
+        return tuple(k for k, used in (("mfcc", self.use_mfcc), ("spectrogram", self.use_spec),
                                         ("ssl", self.use_ssl)) if used)
 
     def to_dict(self) -> dict:
@@ -162,7 +162,7 @@ ABLATIONS: dict[str, dict] = {
 }
 
 
-class CAMSER(nn.Module):
+class CAMSER(SegmentModel):
     """``CAMSER(config, encoder=None)``; ``forward(batch) -> logits (B, n_classes)``.
 
     ``batch``: ``mfcc`` (B, T, 40), ``spec`` (B, T, F) in dB, ``ssl`` (B, T_w, D_w) or
@@ -175,6 +175,7 @@ class CAMSER(nn.Module):
     (used by :meth:`from_pretrained`, which restores all weights anyway).
     """
 
+    model_name, config_class = "camser", CAMSERConfig
     # given ``owner`` in a batch (whole-utterance training), it pools an utterance's segments
     pools_segments = True
 
@@ -246,12 +247,11 @@ class CAMSER(nn.Module):
         each segment, whose segments are pooled before the head)."""
         return ("valid",) if self.config.mask_padding else ()
 
-    def batch_builder(self, data, cfg):
+    def batch_builder(self, data, sample_rate: int):
         """Batches with ``valid`` when padding is masked; None → the plain cached features."""
         if not self.config.mask_padding:
             return None
-        from ..training.data import FeatureBatches
-        return FeatureBatches(data.stores, data.utterances, cfg.audio.sample_rate, keys=self.inputs)
+        return FeatureBatches(data.stores, data.utterances, sample_rate, keys=self.inputs)
 
     def fit_spectrogram(self, arrays: Iterable) -> "CAMSER":
         """Fit the per-bin spectrogram scaling on TRAINING spectrograms ((T, F) arrays or
@@ -274,7 +274,7 @@ class CAMSER(nn.Module):
             self.fit_mfcc(stores["mfcc"].array[rows[i:i + chunk]] for i in range(0, len(rows), chunk))
         if not self.config.use_spec:
             return self
-        store = stores.get("spectrogram", stores.get("spec"))
+        store = stores.get("spectrogram")
         if store is None:
             raise CamserError("no spectrogram features to fit the spectrogram scaling on")
         return self.fit_spectrogram(store.array[rows[i:i + chunk]] for i in range(0, len(rows), chunk))
@@ -333,13 +333,13 @@ class CAMSER(nn.Module):
             emb["mfcc"] = self.mfcc_encoder(mfcc)
 
         if cfg.use_spec:
-            h = self.spec_encoder(self._get(batch, "spec"))
-            emb["spec"] = F.relu(self.spec_proj(self.spec_drop(h)))
+            h = self.spec_encoder(self._get(batch, "spectrogram"))
+            emb["spectrogram"] = F.relu(self.spec_proj(self.spec_drop(h)))
 
         if self.training and cfg.branch_dropout > 0:
             # modality dropout: drop a sample's whole MFCC / spectrogram vector now and then, so
             # the head can't lean on the branches that memorise the training speakers fastest
-            for k in ("mfcc", "spec"):
+            for k in ("mfcc", "spectrogram"):
                 if k in emb:
                     keep = torch.rand(emb[k].shape[0], 1, device=emb[k].device) >= cfg.branch_dropout
                     emb[k] = emb[k] * keep.to(emb[k].dtype)
@@ -350,17 +350,17 @@ class CAMSER(nn.Module):
             if mask is None and cfg.mask_padding and "valid" in batch:
                 mask = frame_mask(batch["valid"], frames.shape[1])
             if cfg.coattention == "none":
-                emb["w2e_raw"] = mean_pool(frames, mask)
-                emb["w2e"] = F.relu(self.w2e_proj(self.w2e_drop(emb["w2e_raw"])))
+                emb["ssl_raw"] = mean_pool(frames, mask)
+                emb["ssl"] = F.relu(self.w2e_proj(self.w2e_drop(emb["ssl_raw"])))
             else:
-                drivers = [emb[k] for k in ("mfcc", "spec") if k in emb]
+                drivers = [emb[k] for k in ("mfcc", "spectrogram") if k in emb]
                 query = torch.cat(drivers, -1) if drivers else mean_pool(frames, mask)
-                emb["w2e"], emb["w2e_raw"], emb["attention"] = self.coattention(query, frames, mask)
+                emb["ssl"], emb["ssl_raw"], emb["attention"] = self.coattention(query, frames, mask)
             if cfg.ssl_stats != "none":
                 stats = self.stats_norm(self._ssl_statistics(batch, frames, mask))
-                emb["w2e_stats"] = F.relu(self.stats_proj(self.stats_drop(stats)))
+                emb["ssl_stats"] = F.relu(self.stats_proj(self.stats_drop(stats)))
 
-        heads = ("mfcc", "spec", "w2e", "w2e_stats") if cfg.fuse_drivers else ("w2e", "w2e_stats")
+        heads = ("mfcc", "spectrogram", "ssl", "ssl_stats") if cfg.fuse_drivers else ("ssl", "ssl_stats")
         fused = torch.cat([emb[k] for k in heads if k in emb], dim=-1)
         if "owner" in batch:          # whole utterances: their segments' vectors pooled before the head
             fused = pool_by_owner(fused, batch["owner"])
@@ -370,48 +370,13 @@ class CAMSER(nn.Module):
 
     # ------------------------------------------------------------------ save / load
 
-    def save_pretrained(self, directory: str | Path, include_encoder: bool = True) -> None:
-        """``config.json`` (the model section: ``name`` + every config field) and
-        ``model.safetensors`` (weights and the fitted spectrogram scaling; no pickles)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "config.json").write_text(json.dumps({"name": "camser", **self.config.to_dict()}, indent=2))
-        module = self
-        if not include_encoder and self.encoder is not None:
-            module = _without(self, "encoder")
-        save_model(module, str(d / "model.safetensors"))
+    def config_dict(self) -> dict:
+        return self.config.to_dict()
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, encoder: nn.Module | None = None) -> "CAMSER":
-        """Rebuild from :meth:`save_pretrained`'s folder. A model saved with an encoder needs
-        the same encoder architecture passed in; its weights are restored from the file."""
-        d = Path(directory)
-        cfg_path, weights = d / "config.json", d / "model.safetensors"
-        for f in (cfg_path, weights):
-            if not f.is_file():
-                raise CamserError(f"{f}: not found (expected a folder written by save_pretrained)")
-        section = json.loads(cfg_path.read_text())
-        section.pop("name", None)
-        model = cls(from_dict(CAMSERConfig, section, "model"), encoder, load_pretrained=False)
-        missing, unexpected = load_model(model, str(weights), strict=False)
-        if encoder is not None:   # saved without its encoder: keep the given encoder's weights
-            missing = [k for k in missing if not k.startswith("encoder.")]
-        if missing or unexpected:
-            bad = (unexpected or missing)[0]
-            why = ("pass the encoder it was saved with" if bad.startswith("encoder.")
-                   else "weights don't match config.json")
-            raise CamserError(f"{weights}: {'unexpected' if unexpected else 'missing'} weight "
-                              f"'{bad}' ({why})")
-        return model
-
-
-def _without(model: nn.Module, name: str) -> nn.Module:
-    """A view of ``model`` (sharing its tensors) whose state dict leaves out child ``name``."""
-    view = nn.Module()
-    for child_name, child in model.named_children():
-        if child_name != name:
-            view.add_module(child_name, child)
-    return view
+    def from_config(cls, config: CAMSERConfig, encoder: nn.Module | None = None) -> "CAMSER":
+        # the ImageNet AlexNet weights are not fetched: the saved weights replace them
+        return cls(config, encoder, load_pretrained=False)
 
 
 # ---------------------------------------------------------------- from an experiment's model section
@@ -436,12 +401,10 @@ def config_from_section(section: dict, n_classes: int, feature_dims: dict | None
 
     data = {"n_classes": n_classes}
     dims = dict(feature_dims or {})
-    if "spectrogram" in dims and "spec" not in dims:
-        dims["spec"] = dims.pop("spectrogram")
     if dims.get("mfcc") is not None:
         data["mfcc_frames"], data["mfcc_dim"] = _shape(dims["mfcc"], "mfcc", (2,))
-    if dims.get("spec") is not None:
-        data["spec_frames"], data["spec_bins"] = _shape(dims["spec"], "spec", (2,))
+    if dims.get("spectrogram") is not None:
+        data["spec_frames"], data["spec_bins"] = _shape(dims["spectrogram"], "spectrogram", (2,))
     if dims.get("ssl") is not None:
         shape = _shape(dims["ssl"], "ssl", (2, 3))
         data["ssl_layers"] = shape[0] if len(shape) == 3 else None
@@ -462,3 +425,14 @@ def _shape(shape, name: str, ranks: tuple[int, ...]) -> tuple[int, ...]:
         raise CamserError(f"feature '{name}' has shape {shape}; expected {' or '.join(map(str, ranks))} "
                           "dimensions per segment")
     return shape
+
+
+def _camser_inputs(section: dict) -> set[str]:
+    # n_classes is not known yet: any valid placeholder builds the config
+    return set(config_from_section(section, section.get("n_classes", 1)).inputs)
+
+
+@register_model("camser", inputs=_camser_inputs, loader=CAMSER.from_pretrained)
+def _build_camser(section: dict, n_classes: int, feature_dims: dict,
+                  encoder: nn.Module | None = None) -> CAMSER:
+    return CAMSER(config_from_section(section, n_classes, feature_dims), encoder)

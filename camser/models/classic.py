@@ -1,13 +1,9 @@
 """Utterance-level baselines that are not gradient-trained networks (``kind="sklearn"``).
 
-The cross-validation loop treats them through one small interface, :class:`UtteranceModel`:
-
-* ``utterance_matrix(data, cfg)`` → ``(n_utterances, n_features)``, rows in ``data.utterances``
-  order, computed once per run (from the segment stores or the model's utterance-level store)
-  and shared by the folds;
-* ``fit(X, y)`` on the fold's training utterances (its validation speakers are left out, as
-  for the networks; they are scored and recorded, not used for fitting);
-* ``predict_proba(X)`` → ``(n, n_classes)``; the prediction is the argmax.
+Each is an :class:`~camser.models.base.UtteranceModel`: one vector per utterance
+(``utterance_matrix(data, sample_rate)``, computed once per run), ``fit(X, y, groups)`` on the
+fold's training utterances (its validation speakers are left out, as for the networks, unless
+the model chooses its hyper-parameters on inner speaker folds) and ``predict_proba(X)``.
 
 Models:
 
@@ -30,29 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError
-from . import register_model
-from .baselines import _STORE_OF, _positive, config_from, feature_key
-
-
-class UtteranceModel:
-    """The interface of the ``sklearn``-kind models (see the module docstring)."""
-
-    n_classes: int
-
-    def utterance_matrix(self, data, cfg) -> np.ndarray:
-        """``data``: the run's PreparedData; ``cfg``: its ExperimentConfig."""
-        raise NotImplementedError
-
-    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "UtteranceModel":
-        """``groups``: each row's speaker, for models that choose hyper-parameters on inner
-        speaker folds; the others ignore it."""
-        raise NotImplementedError
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.predict_proba(X).argmax(1)
+from .base import UtteranceModel
+from .registry import register_model
+from .baselines import _positive, config_from, feature_key
 
 
 class EstimatorModel(UtteranceModel):
@@ -163,13 +139,10 @@ class MeansMLP(EstimatorModel):
                             batch_size=c.batch_size, learning_rate_init=c.learning_rate, max_iter=c.max_iter,
                             random_state=seed)
         super().__init__(make_pipeline(StandardScaler(), mlp) if c.scale else mlp, c.n_classes)
-        self.kinds = [_STORE_OF[feature_key(f, "model.features")] for f in c.features]
+        self.kinds = [feature_key(f, "model.features") for f in c.features]
 
-    def utterance_matrix(self, data, cfg) -> np.ndarray:
-        key = ("utterance_means", tuple(self.kinds), self.config.std)
-        if key not in data.derived:
-            data.derived[key] = utterance_means(data, self.kinds, cfg.audio.sample_rate, std=self.config.std)
-        return data.derived[key]
+    def utterance_matrix(self, data, sample_rate: int) -> np.ndarray:
+        return utterance_means(data, self.kinds, sample_rate, std=self.config.std)
 
 
 def _mlp_inputs(section: dict) -> set[str]:
@@ -227,7 +200,7 @@ class FunctionalsClassifier(EstimatorModel):
             clf = LogisticRegression(C=c.C, max_iter=c.max_iter, class_weight=c.class_weight, random_state=seed)
         super().__init__(make_pipeline(StandardScaler(), clf), c.n_classes, use_scores=c.classifier == "svm")
 
-    def utterance_matrix(self, data, cfg) -> np.ndarray:
+    def utterance_matrix(self, data, sample_rate: int) -> np.ndarray:
         store = data.utterance_stores.get("opensmile")
         if store is None:
             raise ConfigError("model.name: opensmile needs its functionals (prepared by the cv run)")
@@ -312,15 +285,13 @@ class LinearProbe(EstimatorModel):
         return make_pipeline(StandardScaler(), LogisticRegression(
             C=C, max_iter=self.config.max_iter, class_weight=self.config.class_weight, random_state=self.seed))
 
-    def utterance_matrix(self, data, cfg) -> np.ndarray:
+    def utterance_matrix(self, data, sample_rate: int) -> np.ndarray:
         store = data.stores.get("ssl")
         if store is None:
             raise ConfigError("model.name: linear reads SSL frames (features.kinds must include ssl)")
-        key = ("utterance_means", ("ssl",), self.config.std)
-        if key not in data.derived:
-            data.derived[key] = utterance_means(data, ["ssl"], cfg.audio.sample_rate, std=self.config.std)
         n_layers = store.array.shape[1] if store.array.ndim == 4 else 1
-        parts = np.split(data.derived[key], 2 if self.config.std else 1, axis=1)
+        means = utterance_means(data, ["ssl"], sample_rate, std=self.config.std)
+        parts = np.split(means, 2 if self.config.std else 1, axis=1)
         return np.concatenate([select_layers(p, n_layers, self.config.layer) for p in parts], 1)
 
     def fit(self, X, y, groups=None):
@@ -377,7 +348,7 @@ class RandomGuess(UtteranceModel):
         self.prior = np.full(self.n_classes, 1.0 / self.n_classes)
         self.rng = np.random.default_rng(seed)
 
-    def utterance_matrix(self, data, cfg) -> np.ndarray:
+    def utterance_matrix(self, data, sample_rate: int) -> np.ndarray:
         return np.zeros((len(data.utterances), 1), dtype=np.float32)
 
     def fit(self, X, y, groups=None):

@@ -27,8 +27,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import register_model
-from .baselines import FrameInput, SavesConfig, _no_finetune, _positive, _probability, config_from, frame_dims
+from ..features.batches import FeatureBatches
+from .base import SegmentModel
+from .registry import register_model
+from .baselines import FrameInput, _no_finetune, _positive, _probability, config_from, frame_dims
 from .blocks import ClassifierHead, CrossAttentionBlock, mean_pool, stats_pool
 
 MODALITIES = ("audio", "text")
@@ -76,7 +78,7 @@ class MultimodalConfig:
         _probability(self, "dropout")
 
 
-class MultimodalSER(SavesConfig, nn.Module):
+class MultimodalSER(SegmentModel):
     """``forward(batch) → (B, n_classes)`` logits; ``batch``: ``ssl`` (B, [L,] T, D) and
     ``valid`` (B,) for audio, ``text`` (B, N, D_t) zero-padded token embeddings for text."""
 
@@ -114,15 +116,11 @@ class MultimodalSER(SavesConfig, nn.Module):
     def inputs(self) -> tuple[str, ...]:
         return tuple(k for k, used in (("ssl", self.use_audio), ("text", self.use_text)) if used)
 
-    def fit_normalizers(self, stores: dict, rows) -> "MultimodalSER":
-        return self          # SSL frames are layer-normalised; nothing to fit
-
-    def batch_builder(self, data, cfg):
-        from ..training.data import FeatureBatches
+    def batch_builder(self, data, sample_rate: int):
         text = data.utterance_stores.get("text") if self.use_text else None
         if self.use_text and text is None:
             raise ConfigError("model.modalities: 'text' needs the text embeddings (prepared by the cv run)")
-        return FeatureBatches(data.stores, data.utterances, cfg.audio.sample_rate,
+        return FeatureBatches(data.stores, data.utterances, sample_rate,
                               keys=["ssl"] if self.use_audio else [], text_store=text)
 
     def _pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -179,7 +177,7 @@ def _prepare(cfg, utterances, cache_dir, progress: bool = True) -> dict:
     if "text" not in c.modalities:
         return {}
     from ..features.text import text_store
-    from ..training.trainer import resolve_device
+    from ..runtime import resolve_device
     return {"text": text_store(utterances, c.text_encoder, cache_dir, max_tokens=c.max_text_tokens,
                                dtype=c.text_dtype, device=resolve_device(cfg.train.device), progress=progress,
                                sample_rate=cfg.audio.sample_rate)}

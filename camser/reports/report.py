@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training.metrics import metrics_from_confusion
-from ..training.protocols import PAPER_WARNING
+from ..metrics import metrics_from_confusion
+from ..protocols import PAPER_WARNING
 from .plots import normalize_rows
 from .tables import mean_std, pct
+from ..fileio import write_text
 
 # Figure-key prefix → report section, in report order.
 FIGURE_SECTIONS = (("confusion", "Confusion matrix"),
@@ -209,6 +210,17 @@ def _blocks(results: dict, figures: dict, run_dir: Path) -> tuple[str, list]:
         ["macro-F1", mean_std(summary.get("f1_mean"), summary.get("f1_std")), pct(summary.get("f1_pooled"))],
     ]))
 
+    per_seed = (results.get("seed_summary") or {}).get("per_seed") or {}
+    if len(per_seed) > 1:
+        ss = results["seed_summary"]
+        b.append(_P("Per seed, the mean over its folds; then the mean ± std of those seed means "
+                    "(how much the result moves with the seed alone)."))
+        b.append(_Table(["seed", "folds", "WA %", "UA %", "macro-F1 %"],
+                        [[seed, _num(v["n_folds"]), pct(v["wa"]), pct(v["ua"]), pct(v["f1"])]
+                         for seed, v in per_seed.items()]
+                        + [["across seeds", "", mean_std(ss["wa_mean"], ss["wa_std"]),
+                            mean_std(ss["ua_mean"], ss["ua_std"]), mean_std(ss["f1_mean"], ss["f1_std"])]]))
+
     if folds:
         b.append(_H(2, "Folds"))
         b.append(_Table(
@@ -220,15 +232,16 @@ def _blocks(results: dict, figures: dict, run_dir: Path) -> tuple[str, list]:
 
     pooled_cm = _pooled_confusion(folds, len(labels))
     if labels and (pooled_cm is not None or any(f.get("recall") for f in folds)):
-        b.append(_H(2, "Per-class recall"))
-        pooled = metrics_from_confusion(pooled_cm, labels)["recall"] if pooled_cm is not None else {}
+        b.append(_H(2, "Per class"))
+        pooled = metrics_from_confusion(pooled_cm, labels) if pooled_cm is not None else {}
         rows = []
         for name in labels:
             per_fold = [f["recall"][name] for f in folds
                         if f.get("recall") and f["recall"].get(name) is not None]
             ms = (mean_std(float(np.mean(per_fold)), float(np.std(per_fold))) if per_fold else "–")
-            rows.append([name, ms, pct(pooled.get(name))])
-        b.append(_Table(["class", "recall % mean ± std over folds", "pooled recall %"], rows))
+            rows.append([name, ms, *(pct(pooled.get(k, {}).get(name)) for k in ("recall", "precision", "f1"))])
+        b.append(_Table(["class", "recall % mean ± std over folds", "pooled recall %", "pooled precision %",
+                         "pooled F1 %"], rows))
 
     speakers: dict[str, list] = {}
     for f in folds:
@@ -299,7 +312,7 @@ def write_report(run_dir, results: dict, figures: dict) -> tuple[Path, Path]:
 
     ``figures`` maps a key to a PNG path; the key's prefix picks the section (``confusion…``,
     ``tsne…``, ``curves…``, anything else under "Other figures") and the key, with ``_`` as
-    spaces, is the caption (e.g. ``tsne_weighted_W2E``, ``tsne_fused``, ``curves_fold1``)."""
+    spaces, is the caption (e.g. ``tsne_weighted_SSL``, ``tsne_fused``, ``curves_fold1``)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     title, blocks = _blocks(results, figures, run_dir)
@@ -310,6 +323,4 @@ def write_report(run_dir, results: dict, figures: dict) -> tuple[Path, Path]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)

@@ -4,17 +4,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import platform
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from ..training.metrics import summarize_folds
-from ..training.protocols import PAPER_WARNING
+from ..metrics import summarize_folds
+from ..protocols import PAPER_WARNING
+from ..fileio import atomic_write
 
 # The schema's order; extra keys a caller passes (e.g. val_speakers) follow these.
 FOLD_KEYS = ("fold", "repeat", "seed", "test_speakers", "n_test", "wa", "ua", "f1_macro",
@@ -102,19 +101,9 @@ def write_json(path, obj) -> Path:
     """Write JSON atomically: a temporary file in the same folder, fsync, then rename, so a
     reader never sees half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)   # mkstemp makes it owner-only
-        with os.fdopen(fd, "w") as fh:
-            json.dump(to_jsonable(obj), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as fh:
+        json.dump(to_jsonable(obj), fh, indent=2, allow_nan=False)
+        fh.write("\n")
     return path
 
 

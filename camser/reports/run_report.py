@@ -1,10 +1,12 @@
 """The figures of a cross-validation run (pooled confusion, the paper's t-SNE plots of the
-weighted W2E and fused vectors, training curves) and its Markdown/HTML report."""
+weighted SSL (the paper's W2E) and fused vectors, training curves) and its Markdown/HTML report."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from ..features.batches import current_name
 
 from .plots import plot_confusion, plot_curves, plot_frame_weights, plot_layer_weights, plot_tsne
 from .report import write_report
@@ -24,13 +26,14 @@ def write_run_report(out: Path, results: dict, entries: list[dict]) -> tuple[Pat
         emb_file = out / "folds" / f"fold{first['fold']:02d}_seed{first['seed']}" / "embeddings.npz"
         if emb_file.exists():
             emb = np.load(emb_file)
+            emb = {current_name(k): emb[k] for k in emb.files}          # older runs: "w2e"
             names = [labels[i] for i in emb["labels"]]
-            for key, title in (("w2e", "weighted W2E"), ("fused", "fused features")):
-                if key in emb.files and len(emb[key]) >= 5:
+            for key, title in (("ssl", "weighted SSL"), ("fused", "fused features")):
+                if key in emb and len(emb[key]) >= 5:
                     figures[f"tsne_{title.replace(' ', '_')}"] = plot_tsne(
                         emb[key], names, figs_dir / f"tsne_{key}.png",
                         title=f"t-SNE of the {title} (fold {first['fold']} test segments)", seed=0)
-            if "attention" in emb.files and emb["attention"].ndim == 2 and len(emb["attention"]):
+            if "attention" in emb and emb["attention"].ndim == 2 and len(emb["attention"]):
                 figures["weights_frames"] = plot_frame_weights(
                     emb["attention"], emb["labels"], labels, figs_dir / "frame_weights.png",
                     title=f"Mean co-attention frame weight per true class (fold {first['fold']} test segments)")

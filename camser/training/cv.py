@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,12 +20,13 @@ from ..config import ExperimentConfig, load_config
 from ..models import build_model, model_kind, required_inputs
 from ..reports.results import build_results, versions, write_json
 from ..errors import ConfigError
-from .data import (BATCH_KEYS, AudioBatches, NormalizedBatches, feature_dims, normalized_stores,
+from ..features.batches import (AudioBatches, NormalizedBatches, feature_dims, normalized_stores,
                    segment_set)
-from .metrics import compute_metrics, per_group_metrics
+from ..metrics import compute_metrics, per_group_metrics, seed_summary
 from .experiment import PreparedData, load_utterances, prepare_data
-from .protocols import make_folds
-from .trainer import _default_batch, fit, predict_segments, resolve_device, torch_threads, utterance_metrics
+from ..protocols import make_folds
+from ..runtime import resolve_device, torch_threads
+from .trainer import _default_batch, fit, predict_segments, utterance_metrics
 
 
 def _dist_info() -> tuple[int, int]:
@@ -39,18 +41,6 @@ def _init_distributed(cfg: ExperimentConfig):
     return rank, world
 
 
-class FinetuneEncoder(torch.nn.Module):
-    """The SSL encoder as a trainable submodule: audio (B, samples) → frames, gradients included."""
-
-    def __init__(self, ssl):
-        super().__init__()
-        self.ssl = ssl
-        self.encoder = ssl.module          # registered: its parameters are trained
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.ssl.forward_torch(audio)
-
-
 def data_inputs(cfg: ExperimentConfig) -> set[str]:
     """The batch keys to extract into the cache for ``cfg``'s model. In finetune mode SSL frames
     come from audio, and MFCC rows index the segments even when the model doesn't read them."""
@@ -63,9 +53,8 @@ def data_inputs(cfg: ExperimentConfig) -> set[str]:
 def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
     """A freshly initialised model for this data, identical for identical seeds, and the batch
     builder it needs (None: cached features). In finetune mode the (pretrained) encoder is
-    inside and the batch builder adds raw audio; a frozen model with a ``batch_builder(data,
-    cfg)`` method supplies its own (extra keys: ``valid``, ``text``). ``sklearn``-kind models
-    (:class:`~camser.models.classic.UtteranceModel`) come back with None."""
+    inside and the batch builder adds raw audio; a frozen model's ``batch_builder`` may add
+    keys (``valid``, ``text``). ``sklearn``-kind models come back with None."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     dims = feature_dims(data.stores)
@@ -77,10 +66,10 @@ def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
         return build_model(cfg.model, len(data.labels), dims, seed=seed), None
     if cfg.train.mode == "frozen":
         model = build_model(cfg.model, len(data.labels), dims)
-        return model, (model.batch_builder(data, cfg) if hasattr(model, "batch_builder") else None)
+        return model, model.batch_builder(data, cfg.audio.sample_rate)
     if cfg.train.mode != "finetune":
         raise ConfigError(f"train.mode: {cfg.train.mode!r} is not one of frozen, finetune")
-    from ..features.ssl import SSLEncoder
+    from ..features.ssl import FinetuneEncoder, SSLEncoder
     seg_samples, _ = cfg.segments.samples(cfg.audio.sample_rate)
     ssl = SSLEncoder(cfg.features.ssl, seg_samples, device=resolve_device(cfg.train.device),
                      sample_rate=cfg.audio.sample_rate)
@@ -97,7 +86,7 @@ def speaker_statistics(cfg: ExperimentConfig, data: PreparedData, log=print):
     if cfg.features.normalize == "none" or model_kind(cfg.model) != "torch" or not data.stores:
         return None
     index = next(iter(data.stores.values())).index
-    return SpeakerStatistics({BATCH_KEYS[k]: s.array for k, s in data.stores.items()}, index,
+    return SpeakerStatistics({k: s.array for k, s in data.stores.items()}, index,
                              data.utterances, cfg.audio.sample_rate, progress=log)
 
 
@@ -126,13 +115,13 @@ def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, chec
     train = segment_set(data.stores, fold.train_ids, label_of)
     val = segment_set(data.stores, fold.val_ids, label_of)
     model, batch_fn = build_for_data(cfg, data, seed)
-    if cfg.train.unit == "utterance" and not getattr(model, "pools_segments", False):
+    if cfg.train.unit == "utterance" and not model.pools_segments:
         raise ConfigError(f"train.unit: utterance needs a model that pools an utterance's segments "
                           f"(camser); model.name {cfg.model['name']} trains on segments")
     if normalizer is not None:
         batch_fn = NormalizedBatches(batch_fn or _default_batch, normalizer)
-    if hasattr(model, "fit_normalizers"):      # e.g. spectrogram-image statistics: training split only
-        model.fit_normalizers(normalized_stores(data.stores, normalizer), train.rows)
+    # e.g. spectrogram-image statistics: training split only
+    model.fit_normalizers(normalized_stores(data.stores, normalizer), train.rows)
     model.to(resolve_device(cfg.train.device))
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
     result = fit(wrapped, data.stores, train, val, data.labels, cfg.train, seed,
@@ -141,14 +130,38 @@ def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, chec
     return model, result, batch_fn
 
 
+@dataclass
+class RunContext:
+    """What the folds of one run share, computed once per run."""
+
+    log: Callable[[str], None] = print
+    rank: int = 0
+    world: int = 1
+    ddp: bool = False                # every fold trained data-parallel over the ranks
+    stats: object = None             # torch kind, features.normalize: per-speaker statistics
+    matrix: np.ndarray | None = None  # sklearn kind: the utterance vectors of data.utterances
+
+
+def run_context(cfg: ExperimentConfig, data: PreparedData, log=print, rank: int = 0, world: int = 1,
+                ddp: bool = False) -> RunContext:
+    ctx = RunContext(log, rank, world, ddp)
+    if model_kind(cfg.model) == "sklearn":
+        model, _ = build_for_data(cfg, data, 0)            # the matrix does not depend on the seed
+        ctx.matrix = model.utterance_matrix(data, cfg.audio.sample_rate)
+    else:
+        ctx.stats = speaker_statistics(cfg, data, log if rank == 0 else (lambda _: None))
+    return ctx
+
+
 def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
-                  log: Callable[[str], None], rank: int, world: int, ddp: bool,
-                  stats=None) -> tuple[dict, dict]:
-    """A ``torch``-kind model: train with early stopping (``train.ensemble`` members, seeds
-    ``seed``, ``seed + 1``, …; their probabilities averaged), test on the segments, pool them.
-    → (the fold entry's training and test fields, the first member's embeddings to save)."""
+                  ctx: RunContext) -> tuple[dict, dict]:
+    """The fold runner of ``torch``-kind models: train with early stopping (``train.ensemble``
+    members, seeds ``seed``, ``seed + 1``, …; their probabilities averaged), test on the
+    segments, pool them. → (the fold entry's training and test fields, the first member's
+    embeddings to save)."""
     device = resolve_device(cfg.train.device)
-    normalizer = fold_normalizer(cfg, stats, fold)
+    log = ctx.log
+    normalizer = fold_normalizer(cfg, ctx.stats, fold)
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
     test = segment_set(data.stores, fold.test_ids, label_of)
     probs, logp, emb, members = 0.0, None, None, []
@@ -156,7 +169,7 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
         if cfg.train.ensemble > 1:
             log(f"ensemble member {k + 1} of {cfg.train.ensemble} (seed {seed + k})")
         model, result, batch_fn = train_split(cfg, data, fold, seed + k, fold_dir / _checkpoint_name(k), log,
-                                              rank, world, ddp, normalizer=normalizer)
+                                              ctx.rank, ctx.world, ctx.ddp, normalizer=normalizer)
         logp, e = predict_segments(model, data.stores, test, cfg.train.batch_size, device,
                                    batch_fn=batch_fn, embeddings=True, unit=cfg.train.unit)
         probs = probs + np.exp(logp) / cfg.train.ensemble
@@ -165,16 +178,45 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
                         "history": result.history, "layer_weights": learned_layer_weights(model)})
     if cfg.train.ensemble > 1:                     # the members' probabilities averaged
         logp = np.log(np.maximum(probs, 1e-30))
-    metrics, utt_ids, y_true, y_pred = utterance_metrics(logp, test, data.labels)
+    metrics, utt_ids, y_true, y_pred, utt_logp = utterance_metrics(logp, test, data.labels)
     first = members[0]
     part = {"epochs": first["epochs"], "best_epoch": first["best_epoch"], **metrics, "history": first["history"],
-            "predictions": {"utterance_ids": utt_ids, "true": y_true.tolist(), "pred": y_pred.tolist()}}
+            "predictions": predictions_record(utt_ids, y_true, y_pred, softmax(utt_logp))}
     weights = [m["layer_weights"] for m in members if m["layer_weights"] is not None]
     if weights:
         part["layer_weights"] = np.mean(weights, axis=0).round(5).tolist()
     if cfg.train.ensemble > 1:
         part["members"] = [{k: v for k, v in m.items() if k != "history"} for m in members]
     return part, {"labels": test.labels, **emb}
+
+
+def softmax(logp: np.ndarray) -> np.ndarray:
+    """Pooled log-probabilities → probabilities (what ``predict`` reports for an utterance)."""
+    z = np.exp(logp - logp.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def predictions_record(utterance_ids, y_true, y_pred, probabilities) -> dict:
+    """A fold entry's ``predictions``: per test utterance its id, true and predicted class index
+    and every class probability (rounded to 6 decimals), in the same order."""
+    return {"utterance_ids": list(utterance_ids), "true": np.asarray(y_true).tolist(),
+            "pred": np.asarray(y_pred).tolist(), "probabilities": np.round(probabilities, 6).tolist()}
+
+
+def write_predictions_csv(path: Path, entries: list[dict], labels: list[str]) -> None:
+    """``predictions.csv``: one row per test utterance of every fold × seed (utterance id, fold,
+    seed, true and predicted label, one probability column per class; empty for folds finished
+    by a camser that did not keep probabilities)."""
+    import csv
+    from ..fileio import atomic_write
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["utterance_id", "fold", "seed", "true", "predicted", *(f"p_{label}" for label in labels)])
+        for e in entries:
+            pred = e["predictions"]
+            probs = pred.get("probabilities") or [[""] * len(labels)] * len(pred["utterance_ids"])
+            for uid, t, p, row in zip(pred["utterance_ids"], pred["true"], pred["pred"], probs):
+                w.writerow([uid, e["fold"], e["seed"], labels[t], labels[p], *row])
 
 
 def speaker_metrics(entry: dict, utterances, labels: list[str]) -> dict:
@@ -197,19 +239,20 @@ def learned_layer_weights(model) -> list[float] | None:
     return None
 
 
-def _utterance_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int) -> dict:
-    """An ``sklearn``-kind model: ``fit`` on the training utterances, ``predict_proba`` the
+def _utterance_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
+                    ctx: RunContext) -> tuple[dict, None]:
+    """The fold runner of ``sklearn``-kind models: ``fit`` on the training utterances, ``predict_proba`` the
     test utterances (argmax). The validation speakers are left out of the fit, as for the
     networks (a model that picks its own hyper-parameters by inner speaker folds,
     ``fits_validation_speakers``, gets them too); their scores are recorded (``val_wa``,
     ``val_ua``). ``features.normalize`` standardises the utterance vectors first. No epochs."""
     from ..features.normalize import normalize_vectors
     model, _ = build_for_data(cfg, data, seed)
-    X = model.utterance_matrix(data, cfg)
+    X = ctx.matrix
     row = {u.id: i for i, u in enumerate(data.utterances)}
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
     speakers = np.array([u.speaker for u in data.utterances])
-    fit_ids = list(fold.train_ids) + (list(fold.val_ids) if getattr(model, "fits_validation_speakers", False) else [])
+    fit_ids = list(fold.train_ids) + (list(fold.val_ids) if model.fits_validation_speakers else [])
     X = normalize_vectors(X, speakers, cfg.features.normalize, fit_rows=[row[i] for i in fit_ids])
 
     def split(ids):
@@ -219,33 +262,32 @@ def _utterance_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int) 
     x_fit, y_fit, g_fit = split(fit_ids)
     model.fit(x_fit, y_fit, groups=g_fit)
     x_test, y_true, _ = split(fold.test_ids)
-    y_pred = model.predict_proba(x_test).argmax(1)
+    proba = model.predict_proba(x_test)
+    y_pred = proba.argmax(1)
     part = {"epochs": None, "best_epoch": None, **compute_metrics(y_true, y_pred, data.labels)}
     if fold.val_ids:
         x_val, y_val, _ = split(fold.val_ids)
         val = compute_metrics(y_val, model.predict_proba(x_val).argmax(1), data.labels)
         part.update(val_wa=val["wa"], val_ua=val["ua"])
-    part.update(history=[], predictions={"utterance_ids": list(fold.test_ids), "true": y_true.tolist(),
-                                         "pred": y_pred.tolist()})
-    if getattr(model, "chosen", None) is not None:      # hyper-parameters it picked on inner folds
+    part.update(history=[], predictions=predictions_record(list(fold.test_ids), y_true, y_pred, proba))
+    if model.chosen is not None:      # hyper-parameters it picked on inner folds
         part["chosen"] = model.chosen
-    return part
+    return part, None
+
+
+FOLD_RUNNERS = {"torch": _network_fold, "sklearn": _utterance_fold}
 
 
 def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
-             log: Callable[[str], None], rank: int = 0, world: int = 1, ddp: bool = False,
-             stats=None) -> dict:
+             ctx: RunContext) -> dict:
     """Train on ``fold``'s training speakers (networks: pick the epoch on its validation set),
     test; ``result.json`` is written last and marks the fold as done."""
     fold_dir.mkdir(parents=True, exist_ok=True)
-    if model_kind(cfg.model) == "sklearn":
-        part, emb = _utterance_fold(cfg, data, fold, seed), None
-    else:
-        part, emb = _network_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp, stats)
+    part, emb = FOLD_RUNNERS[model_kind(cfg.model)](cfg, data, fold, seed, fold_dir, ctx)
     entry = {"fold": fold.index, "seed": seed, "test_speakers": fold.test_speakers,
              "val_speakers": fold.val_speakers, **part}
     entry["per_speaker"] = speaker_metrics(entry, data.utterances, data.labels)
-    if rank == 0 or not ddp:
+    if ctx.rank == 0 or not ctx.ddp:
         if emb is not None:
             np.savez_compressed(fold_dir / "embeddings.npz", **emb)
         write_json(fold_dir / "result.json", entry)    # written last: marks the fold as done
@@ -299,9 +341,10 @@ def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
 
 def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
     rank, world = _init_distributed(cfg)
-    started = time.time()
+    clock = RunClock(out / RunClock.FILE)
     check_same_experiment(cfg, out)
     if rank == 0:
+        log = clock.ticking(log)        # every line (an epoch, a fold) also records the time so far
         cfg.save(out / "config.yaml")
     utterances, labels = load_utterances(cfg)
     folds = make_folds(utterances, cfg.protocol, folds_csv=cfg.corpus.folds_csv)
@@ -313,7 +356,7 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
         return finalize(cfg, out, folds, labels)        # keeps the wall time the run took
     data = prepare_data(cfg, data_inputs(cfg), progress=progress and rank == 0)
     ddp = world > 1 and cfg.train.distribute == "data"
-    stats = speaker_statistics(cfg, data, log if rank == 0 else (lambda _: None))
+    ctx = run_context(cfg, data, log, rank, world, ddp)
     jobs = [(fold, r, seed) for fold in folds for r, seed in enumerate(cfg.train.seeds)]
 
     for j, (fold, repeat, seed) in enumerate(jobs):
@@ -327,14 +370,41 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
             f"val {len(fold.val_ids)}, test {len(fold.test_ids)} utterances")
         if fold.warning:
             log(f"warning: {fold.warning}")
-        entry = run_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp, stats)
+        entry = run_fold(cfg, data, fold, seed, fold_dir, ctx)
         epochs = f" (best epoch {entry['best_epoch']} of {entry['epochs']})" if entry.get("epochs") else ""
         log(f"fold {fold.index} seed {seed}: WA {entry['wa']:.3f} UA {entry['ua']:.3f}{epochs}")
     if world > 1:
         torch.distributed.barrier()
     if rank != 0:
         return {}
-    return finalize(cfg, out, folds, data.labels, wall_s=time.time() - started)
+    return finalize(cfg, out, folds, data.labels, wall_s=clock.total())
+
+
+class RunClock:
+    """The wall time a run has taken over all its sessions: a resumed run adds its own time to
+    what the earlier sessions recorded after each of their finished folds (``FILE`` in the run
+    folder), so ``results.json``'s ``wall_s`` is the whole run's, not the last session's."""
+
+    FILE = "wall_s.json"
+
+    def __init__(self, path: Path):
+        self.path, self.started = path, time.time()
+        try:
+            self.before = float(json.loads(path.read_text())["wall_s"]) if path.is_file() else 0.0
+        except (ValueError, KeyError, TypeError):
+            self.before = 0.0
+
+    def total(self) -> float:
+        return self.before + time.time() - self.started
+
+    def save(self) -> None:
+        write_json(self.path, {"wall_s": round(self.total(), 1)})
+
+    def ticking(self, log: Callable[[str], None]) -> Callable[[str], None]:
+        def log_and_save(message: str) -> None:
+            log(message)
+            self.save()
+        return log_and_save
 
 
 def normalization_record(mode: str) -> dict:
@@ -366,12 +436,14 @@ def finalize(cfg: ExperimentConfig, out: Path, folds, labels: list[str], wall_s:
                             [{k: v for k, v in e.items() if k not in ("history", "predictions")} for e in entries],
                             np.array(pooled_true), np.array(pooled_pred))
     results["seeds"] = list(cfg.train.seeds)
+    results["seed_summary"] = seed_summary(entries)
     results["normalize"] = normalization_record(cfg.features.normalize)
     previous = out / "results.json"
     if wall_s is None and previous.is_file():
         wall_s = json.loads(previous.read_text()).get("wall_s")
     if wall_s is not None:
         results["wall_s"] = round(wall_s, 1)
+    write_predictions_csv(out / "predictions.csv", entries, labels)
     write_json(out / "results.json", results)
     write_run_report(out, results, entries)
     return results

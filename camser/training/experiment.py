@@ -9,7 +9,7 @@ from ..config import ExperimentConfig
 from ..corpora import apply_label_set, read_manifest, scan_corpus
 from ..errors import CamserError
 from ..types import Utterance
-from .data import STORE_KINDS
+from ..features.store import KINDS
 
 
 @dataclass
@@ -20,8 +20,6 @@ class PreparedData:
     # utterance-level stores a model asked for (rows = utterances: openSMILE functionals, text
     # token embeddings), keyed by batch key; see camser.models.prepare_utterance_inputs
     utterance_stores: dict = field(default_factory=dict)
-    # things the folds share, computed once per run from the stores (utterance-level matrices)
-    derived: dict = field(default_factory=dict)
 
 
 def default_cache_dir(cfg: ExperimentConfig) -> Path:
@@ -57,7 +55,7 @@ def prepare_data(cfg: ExperimentConfig, input_keys: set[str] | None = None, prog
     from ..models import prepare_utterance_inputs
 
     utterances, labels = load_utterances(cfg)
-    kinds = ([STORE_KINDS[k] for k in sorted(input_keys) if k in STORE_KINDS] if input_keys is not None
+    kinds = ([k for k in sorted(input_keys) if k in KINDS] if input_keys is not None
              else list(cfg.features.kinds))
     cache = default_cache_dir(cfg)
     stores = extract_features(utterances, cfg, cache, kinds=kinds, progress=progress)

@@ -7,8 +7,6 @@ numbers an uninterrupted run with the same seed gives.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,8 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from .data import SegmentSet, gather, iterate_batches, with_prefetch
-from .metrics import compute_metrics, pool_segments
+from ..features.store import KINDS as FRAME_KEYS
+from ..features.batches import SegmentSet, gather, iterate_batches, with_prefetch
+from ..metrics import compute_metrics, pool_segments
+from ..runtime import resolve_device
+from ..fileio import atomic_write
 
 
 @dataclass
@@ -28,25 +29,6 @@ class FitResult:
     best_epoch: int
     epochs: int
     history: list[dict] = field(default_factory=list)
-
-
-@contextmanager
-def torch_threads(n: int | None):
-    """``torch.set_num_threads(n)`` for the duration only: the thread count is process-global
-    and changes reduction order (last-bit differences), so a run must not leak it to callers."""
-    previous = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def score_of(metrics: dict, select_on: str) -> float:
@@ -136,23 +118,20 @@ def _default_batch(stores, segs: SegmentSet, idx: np.ndarray) -> dict:
 
 def utterance_metrics(logp: np.ndarray, segs: SegmentSet, labels: list[str]):
     """Utterance-level metrics from segment log-probabilities: each utterance's prediction is
-    the mean of its segments' log-probabilities. Returns (metrics, utterance ids, true, predicted)."""
+    the mean of its segments' log-probabilities. Returns (metrics, utterance ids, true, predicted,
+    the utterances' mean log-probabilities)."""
     utt_ids, utt_logp = pool_segments(segs.utterance_ids, logp)
     first_label = {}
     for uid, lab in zip(segs.utterance_ids, segs.labels):
         first_label.setdefault(uid, int(lab))
     y_true = np.array([first_label[u] for u in utt_ids])
     y_pred = utt_logp.argmax(axis=1)
-    return compute_metrics(y_true, y_pred, labels), list(utt_ids), y_true, y_pred
+    return compute_metrics(y_true, y_pred, labels), list(utt_ids), y_true, y_pred, utt_logp
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -179,7 +158,6 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min((step - warm) / total, 1.0)))
 
 
-FRAME_KEYS = ("mfcc", "spec", "ssl", "chroma", "melspec")
 
 
 def mask_frames(batch: dict, fraction: float) -> dict:
@@ -218,6 +196,37 @@ def mixup(batch: dict, target: torch.Tensor, alpha: float):
     return out, target, target[perm.to(target.device)], lam
 
 
+def train_step(model, batch: dict, target: torch.Tensor, optim: torch.optim.Optimizer, cfg: TrainConfig,
+               device: torch.device, on_phase: Callable[[str], None] | None = None) -> torch.Tensor:
+    """One optimiser step on ``batch`` (the body of :func:`fit`'s loop): frame masking, mixup,
+    autocast on CUDA, the model's ``training_loss``, gradient clipping. ``model`` may be
+    wrapped in DDP. ``on_phase("forward" | "backward")`` is called as each part ends (the
+    benchmark times them). Returns the loss."""
+    core = getattr(model, "module", model)          # the model inside DDP
+    if cfg.frame_mask > 0:
+        batch = mask_frames(batch, cfg.frame_mask)
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    target = target.to(device)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+        if cfg.mixup > 0:
+            batch, y_a, y_b, lam = mixup(batch, target, cfg.mixup)
+            logits = model(batch).float()
+            loss = (lam * core.training_loss(logits, y_a, cfg.label_smoothing)
+                    + (1.0 - lam) * core.training_loss(logits, y_b, cfg.label_smoothing))
+        else:
+            loss = core.training_loss(model(batch).float(), target, cfg.label_smoothing)
+    if on_phase is not None:
+        on_phase("forward")
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    if on_phase is not None:
+        on_phase("backward")
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+    optim.step()
+    return loss
+
+
 def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cfg: TrainConfig,
         seed: int, checkpoint: Path | None = None, log: Callable[[str], None] = print,
         batch_fn: Callable | None = None, rank: int = 0, world_size: int = 1,
@@ -234,15 +243,7 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
     params = [p for p in model.parameters() if p.requires_grad]
     optim = make_optimizer(params, cfg)
     gen = torch.Generator().manual_seed(seed)
-    use_amp = cfg.amp and device.type == "cuda"
     batch_fn = batch_fn or _default_batch
-    model_loss = getattr(core, "training_loss", None)       # e.g. Query2Label's BCE
-
-    def loss_fn(logits, target):
-        if model_loss is not None:
-            return model_loss(logits, target)
-        return F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
-
     examples = UnitBatches(train, cfg.unit, batch_fn)
     n_epochs = max_epochs or cfg.max_epochs
     steps_per_epoch = -(-examples.n_examples // cfg.batch_size)
@@ -269,22 +270,7 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
         for idx in with_prefetch(iterate_batches(examples.n_examples, cfg.batch_size, gen, rank, world_size),
                                  stores, examples.segment_view):
             batch, target, _ = examples(stores, idx)
-            if cfg.frame_mask > 0:
-                batch = mask_frames(batch, cfg.frame_mask)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            target = torch.from_numpy(target).to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                if cfg.mixup > 0:
-                    batch, y_a, y_b, lam = mixup(batch, target, cfg.mixup)
-                    logits = model(batch).float()
-                    loss = lam * loss_fn(logits, y_a) + (1.0 - lam) * loss_fn(logits, y_b)
-                else:
-                    loss = loss_fn(model(batch).float(), target)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optim.step()
+            loss = train_step(model, batch, torch.from_numpy(target), optim, cfg, device)
             scheduler.step()
             total += loss.item() * len(idx)
             count += len(idx)

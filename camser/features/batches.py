@@ -14,9 +14,15 @@ import torch
 from ..errors import CamserError
 from ..segments import valid_fractions  # noqa: F401  (re-exported: batch builders use it)
 
-# feature store kind → key in a model's batch dict
-BATCH_KEYS = {"mfcc": "mfcc", "spectrogram": "spec", "ssl": "ssl", "chroma": "chroma", "melspec": "melspec"}
-STORE_KINDS = {v: k for k, v in BATCH_KEYS.items()}
+# A frame feature has one name everywhere: its store kind (store.KINDS) is its batch key, its
+# model input and its embedding key. Files written before the names were unified (model
+# folders' inputs, ONNX input names, normalisation statistics, embeddings.npz) used these.
+LEGACY_NAMES = {"spec": "spectrogram", "w2e": "ssl", "w2e_raw": "ssl_raw", "w2e_stats": "ssl_stats"}
+
+
+def current_name(key: str) -> str:
+    """A feature or embedding name as camser calls it now (old files may use a legacy one)."""
+    return LEGACY_NAMES.get(key, key)
 
 
 @dataclass
@@ -46,7 +52,7 @@ def segment_set(stores: dict, utterance_ids: list[str], label_of: dict[str, int]
 
 def feature_dims(stores: dict) -> dict[str, tuple[int, ...]]:
     """Per batch key, the shape of one segment's features (what sizes a model from data)."""
-    return {BATCH_KEYS[k]: tuple(s.array.shape[1:]) for k, s in stores.items()}
+    return {k: tuple(s.array.shape[1:]) for k, s in stores.items()}
 
 
 def gather(stores: dict, rows: np.ndarray, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
@@ -56,12 +62,11 @@ def gather(stores: dict, rows: np.ndarray, keys: list[str] | None = None) -> dic
     inverse[order] = np.arange(len(order))
     batch = {}
     for kind, store in stores.items():
-        key = BATCH_KEYS[kind]
-        if keys is not None and key not in keys:
+        if keys is not None and kind not in keys:
             continue
         block = np.empty((len(rows), *store.array.shape[1:]), dtype=np.float32)
         block[order] = store.read_rows(rows[order])      # upcast and reorder in one pass
-        batch[key] = torch.from_numpy(block)
+        batch[kind] = torch.from_numpy(block)
     return batch
 
 
@@ -202,4 +207,4 @@ def normalized_stores(stores: dict, normalizer) -> dict:
     """``stores`` as ``normalizer`` standardises them (None → unchanged)."""
     if normalizer is None:
         return stores
-    return {kind: _NormalizedStore(store, BATCH_KEYS[kind], normalizer) for kind, store in stores.items()}
+    return {kind: _NormalizedStore(store, kind, normalizer) for kind, store in stores.items()}

@@ -25,9 +25,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ProtocolConfig
-from ..errors import CamserError, ConfigError
-from ..types import Utterance
+from .config import ProtocolConfig
+from .errors import CamserError, ConfigError
+from .types import Utterance
 
 SCHEMES = ("loso", "loso_speaker", "lnso", "csv", "holdout")
 VALIDATION = ("clean", "paper")

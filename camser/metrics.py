@@ -68,6 +68,10 @@ def metrics_from_confusion(cm: np.ndarray, labels: Sequence[str]) -> dict:
         # Recall of a class absent from y_true is undefined: None (JSON null), not a fake 0.
         "recall": {str(name): (float(recall[i]) if in_true[i] else None)
                    for i, name in enumerate(labels)},
+        # precision of a class never predicted, F1 of a class in neither: None as well
+        "precision": {str(name): (float(precision[i]) if predicted[i] > 0 else None)
+                      for i, name in enumerate(labels)},
+        "f1": {str(name): (float(f1[i]) if scored[i] else None) for i, name in enumerate(labels)},
         "confusion": cm.tolist(),
         "n": n,
     }
@@ -127,3 +131,51 @@ def per_group_metrics(groups: Sequence[str], y_true, y_pred, labels: list[str]) 
         r = compute_metrics(t[m], p[m], labels)
         out[str(g)] = {"n": int(m.sum()), "wa": r["wa"], "ua": r["ua"]}
     return out
+
+
+def seed_summary(folds: list[dict]) -> dict:
+    """Per seed, the cross-validation means over its folds; then the mean and std of those
+    per-seed means (how much a result moves with the seed, apart from the fold spread):
+    ``{"per_seed": {seed: {"wa", "ua", "f1", "n_folds"}}, "wa_mean", "wa_std", ...}``."""
+    by_seed: dict[int, list[dict]] = {}
+    for f in folds:
+        by_seed.setdefault(int(f["seed"]), []).append(f)
+    per_seed = {seed: {"wa": float(np.mean([f["wa"] for f in fs])), "ua": float(np.mean([f["ua"] for f in fs])),
+                       "f1": float(np.mean([f["f1_macro"] for f in fs])), "n_folds": len(fs)}
+                for seed, fs in sorted(by_seed.items())}
+    out: dict = {"per_seed": {str(k): v for k, v in per_seed.items()}}
+    for name in ("wa", "ua", "f1"):
+        values = np.array([v[name] for v in per_seed.values()])
+        out[f"{name}_mean"] = float(values.mean())
+        out[f"{name}_std"] = float(values.std(ddof=0))
+    return out
+
+
+def unweighted_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """UA of each row of ``(B, n)`` index arrays (vectorised over resamples)."""
+    y_true, y_pred = np.atleast_2d(y_true), np.atleast_2d(y_pred)
+    recalls = []
+    for c in range(n_classes):
+        support = (y_true == c).sum(1)
+        hits = ((y_true == c) & (y_pred == c)).sum(1)
+        recalls.append(np.where(support > 0, hits / np.maximum(support, 1), np.nan))
+    return np.nanmean(np.stack(recalls, 1), axis=1)
+
+
+def paired_comparison(y_true, pred_a, pred_b, n_classes: int, n_boot: int = 2000, seed: int = 0) -> dict:
+    """System A against system B on the same utterances: the UA difference A − B with a 95 %
+    percentile bootstrap interval (utterances resampled with replacement) and McNemar's exact
+    test on the utterances exactly one of the two gets right (two-sided p)."""
+    from scipy.stats import binomtest
+
+    t, a, b = (np.asarray(x, dtype=np.int64) for x in (y_true, pred_a, pred_b))
+    if not (len(t) == len(a) == len(b)) or len(t) == 0:
+        raise ValueError(f"paired_comparison: expected equal, non-empty lengths, got {len(t)}, {len(a)}, {len(b)}")
+    delta = float(unweighted_accuracy(t, a, n_classes)[0] - unweighted_accuracy(t, b, n_classes)[0])
+    idx = np.random.default_rng(seed).integers(0, len(t), size=(n_boot, len(t)))
+    boot = unweighted_accuracy(t[idx], a[idx], n_classes) - unweighted_accuracy(t[idx], b[idx], n_classes)
+    only_a = int(((a == t) & (b != t)).sum())
+    only_b = int(((a != t) & (b == t)).sum())
+    p = 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    return {"n": int(len(t)), "delta_ua": delta, "ci_low": float(np.quantile(boot, 0.025)),
+            "ci_high": float(np.quantile(boot, 0.975)), "only_a": only_a, "only_b": only_b, "p_mcnemar": p}

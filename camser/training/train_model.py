@@ -21,11 +21,11 @@ from typing import Callable
 from ..config import ExperimentConfig, load_config
 from ..errors import CamserError
 from ..reports.results import versions
-from ..training.cv import data_inputs, fold_normalizer, speaker_statistics, train_split
-from ..training.experiment import prepare_data
-from ..training.protocols import training_split
-from ..training.trainer import resolve_device, torch_threads
-from .model_dir import EXPERIMENT, META, with_resolved_encoder, write_model_dir
+from .cv import data_inputs, fold_normalizer, speaker_statistics, train_split
+from .experiment import prepare_data
+from ..protocols import training_split
+from ..runtime import resolve_device, torch_threads
+from ..inference.model_dir import EXPERIMENT, META, with_resolved_encoder, write_model_dir
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -35,13 +35,13 @@ def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str],
     """Train on every utterance of ``cfg``'s corpus (minus the validation speakers) and write
     the model folder ``out_dir`` (see :mod:`camser.inference.model_dir`). Returns the trained
     model as an :class:`~camser.inference.recognizer.EmotionRecognizer`, ready to predict."""
-    from ..models import LOADERS
+    from ..models import saveable_models
 
     out = Path(out_dir)
     name = cfg.model.get("name")
-    if name not in LOADERS:                  # before any training: it could not be saved or loaded
+    if name not in saveable_models():        # before any training: it could not be saved or loaded
         raise CamserError(f"model.name: {name!r} can't be saved as a model folder yet (no "
-                          f"save_pretrained/loader registered; these can: {', '.join(sorted(LOADERS))})")
+                          f"save_pretrained/loader registered; these can: {', '.join(saveable_models())})")
     if (out / META).exists():
         raise CamserError(f"{out}: already holds a trained model ({META}); choose another --out "
                           "or delete the folder to train again")
@@ -54,7 +54,7 @@ def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str],
 
 
 def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
-    from .recognizer import EmotionRecognizer
+    from ..inference.recognizer import EmotionRecognizer
 
     started = time.time()
 
@@ -86,7 +86,7 @@ def save_trained(out: Path, model, cfg: ExperimentConfig, data, split, result, s
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     meta = {
         "labels": list(data.labels),
-        "inputs": list(getattr(model, "inputs", ())),
+        "inputs": list(model.inputs),
         "model_name": cfg.model.get("name"),
         "train_mode": cfg.train.mode,
         "encoder": _encoder_meta(cfg, data.stores, model),
