@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     from camser.config import load_config
     from camser.inference.evaluate import evaluate_model
     from camser.inference.model_dir import META
-    from camser.inference.train import train_model
+    from camser.training.train_model import train_model
 
     started = time.time()
     info = split_corpus(a.ravdess, a.ravdess / "folds_emobox.csv", a.fold, a.out, a.snr_db, seed=a.fold)
