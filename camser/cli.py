@@ -137,13 +137,15 @@ def cmd_serve(a) -> int:
         raise CamserError(f"camser serve needs the serve extra ({e.name} is missing): "
                           "pip install 'camser[serve]'") from None
     from .inference.recognizer import EmotionRecognizer
-    if a.max_upload_mb <= 0:
-        raise CamserError(f"--max-upload-mb: must be positive, got {a.max_upload_mb:g}")
+    for option in ("max_upload_mb", "max_audio_s", "request_timeout_s", "body_timeout_s"):
+        if not getattr(a, option) > 0:
+            raise CamserError(f"--{option.replace('_', '-')}: must be positive, got {getattr(a, option):g}")
     recognizer = EmotionRecognizer.from_pretrained(a.model_dir, encoder=a.encoder, device=a.device,
                                                    batch_size=a.batch_size, onnx=a.onnx)
     print(f"serving {a.model_dir} ({', '.join(recognizer.labels)}; {'onnx' if a.onnx else 'torch'}) "
           f"on http://{a.host}:{a.port}/  (API: /v1/predict, /v1/model, /healthz, /docs)", file=sys.stderr)
-    serve(recognizer, host=a.host, port=a.port, max_upload_bytes=int(a.max_upload_mb * 1024 * 1024))
+    serve(recognizer, host=a.host, port=a.port, max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
+          max_audio_s=a.max_audio_s, request_timeout_s=a.request_timeout_s, body_timeout_s=a.body_timeout_s)
     return 0
 
 
@@ -247,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (MB)")
+    s.add_argument("--max-audio-s", type=float, default=600.0,
+                   help="longest accepted recording (seconds, read from its header before decoding; "
+                        "longer: 413)")
+    s.add_argument("--request-timeout-s", type=float, default=120.0,
+                   help="time limit of a request from its arrival to its answer, upload, wait and model "
+                        "included (then 408 while uploading, 504 after)")
+    s.add_argument("--body-timeout-s", type=float, default=10.0,
+                   help="longest pause while an upload is sent (then 408)")
     _add_onnx_arg(s)
     _add_runtime_args(s)
     s.set_defaults(func=cmd_serve)

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -127,12 +134,12 @@ def test_oversized_uploads_are_413(server, tone):
     assert status == 200
 
 
-def test_missing_file_field_is_422(server, tone):
+def test_missing_file_field_is_422_in_one_line(server, tone):
+    one_line = "file: missing (send the audio as the multipart/form-data field 'file')"
     status, body = upload(server.url, "tone.wav", tone.read_bytes(), field="audio")
-    assert status == 422
-    assert body["detail"][0]["loc"] == ["body", "file"] and body["detail"][0]["type"] == "missing"
+    assert status == 422 and body == {"detail": one_line}
     status, body = request(f"{server.url}/v1/predict", data=b"", method="POST")
-    assert status == 422
+    assert status == 422 and body == {"detail": one_line}
 
 
 def test_eight_concurrent_requests_all_succeed(server, recognizer, tone, tiny_model_folder):
@@ -212,6 +219,7 @@ def test_model_description(server, tiny_model_folder):
     assert body["configuration"]["model"]["name"] == "camser"
     assert body["configuration"]["segments"]["length_s"] == 3.0 and "features" in body["configuration"]
     assert body["sample_rate"] == 16000 and body["segment_s"] == 3.0 and body["max_upload_bytes"] == LIMIT
+    assert body["max_audio_s"] == 600 and body["request_timeout_s"] == 120
 
 
 def test_openapi_schema_has_the_response_models(server):
@@ -221,7 +229,7 @@ def test_openapi_schema_has_the_response_models(server):
     post = spec["paths"]["/v1/predict"]["post"]
     ok = post["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok["$ref"].endswith("/PredictionOut")
-    for code in ("400", "413", "415", "503"):
+    for code in ("400", "408", "413", "415", "422", "503", "504"):
         assert post["responses"][code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
     assert "file" in json.dumps(spec["components"]["schemas"][post["requestBody"]["content"]
                                 ["multipart/form-data"]["schema"]["$ref"].split("/")[-1]])
@@ -245,34 +253,52 @@ def test_cli_registers_serve():
     assert (a.host, a.port, a.max_upload_mb, a.onnx) == ("127.0.0.1", 9000, 5.0, None)
 
 
-def test_camser_serve_command_serves(tiny_model_folder, tone):
-    """`camser serve` as a user runs it: a subprocess on a free port, then a real upload."""
-    import socket
-    import subprocess
-    import sys
+@contextmanager
+def camser_serve(model_dir: Path, *options: str, startup_s: float = 90):
+    """`camser serve` as a user runs it: a subprocess on a free port of 127.0.0.1, ready to
+    answer → a namespace with ``url``, ``port``, ``proc``; ``output`` (its stdout and stderr)
+    once stopped. The subprocess imports the camser the tests import."""
+    import camser
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "camser.cli", "serve", str(tiny_model_folder.model_dir),
-                             "--port", str(port), "--device", "cpu", "--max-upload-mb", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                status, body = request(f"{base}/healthz", timeout=5)
-                break
-            except urllib.error.URLError:
-                assert proc.poll() is None and time.time() < deadline, proc.communicate(timeout=5)[0]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(camser.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    with tempfile.TemporaryFile("w+") as log:     # a file, not a pipe: a full pipe would block the server
+        proc = subprocess.Popen([sys.executable, "-m", "camser.cli", "serve", str(model_dir),
+                                 "--port", str(port), "--device", "cpu", *options],
+                                stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+        s = SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port, proc=proc, output=None)
+        try:
+            deadline = time.time() + startup_s
+            while True:
+                try:
+                    if request(f"{s.url}/healthz", timeout=5)[0] == 200:
+                        break
+                except (urllib.error.URLError, ConnectionError):
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"camser serve did not start: {log.read()[-2000:]}")
                 time.sleep(0.3)
-        assert status == 200 and body["status"] == "ok"
-        status, body = upload(base, "tone.wav", tone.read_bytes())
+            yield s
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            log.seek(0)
+            s.output = log.read()
+
+
+def test_camser_serve_command_serves(tiny_model_folder, tone):
+    """`camser serve` as a user runs it: a subprocess on a free port, then a real upload."""
+    with camser_serve(tiny_model_folder.model_dir, "--max-upload-mb", "1") as s:
+        status, body = upload(s.url, "tone.wav", tone.read_bytes())
         assert status == 200 and body["path"] == "tone.wav" and len(body["segments"]) == 2
-        status, body = request(f"{base}/v1/model")
+        status, body = request(f"{s.url}/v1/model")
         assert body["max_upload_bytes"] == 1 << 20
-    finally:
-        proc.terminate()
-        out = proc.communicate(timeout=20)[0]
-    assert f"on http://127.0.0.1:{port}/" in out
+    assert f"on http://127.0.0.1:{s.port}/" in s.output

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from ..audio import load_audio
+from ..audio import load_audio, unreadable_reason
 from ..config import ExperimentConfig
 from ..errors import AudioError, CamserError
 from ..segments import cut, segment_utterance
@@ -39,8 +39,7 @@ def resampled_length(path: str | Path, sr: int) -> int:
     try:
         info = sf.info(str(path))
     except Exception as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise AudioError(path, f"unreadable audio ({reason})") from None
+        raise AudioError(path, unreadable_reason(path, e)) from None
     if info.samplerate == sr:
         return int(info.frames)
     return (2 * info.frames * sr + info.samplerate) // (2 * info.samplerate)
