@@ -13,6 +13,34 @@ from pathlib import Path
 from .errors import CamserError
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: …)" to an option's help, unless there is no default to show."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command shows its defaults: subparsers are built with the parent's class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _load_experiment(path, overrides, data=None):
+    """The experiment config, the model section's own fields included: a mistake is one line
+    (exit 2) before any run folder or config.yaml is written. Config errors come before
+    torch is imported."""
+    from .config import load_config
+    cfg = load_config(path, overrides, data=data)
+    from .models import required_inputs
+    required_inputs(cfg.model)
+    return cfg
+
+
 def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
     if config_required:
         p.add_argument("config", help="experiment YAML file (see configs/)")
@@ -38,9 +66,9 @@ def cmd_prepare(a) -> int:
 
 def cmd_features(a) -> int:
     from .config import load_config
+    cfg = load_config(a.config, a.overrides, data={"corpus": {"prepared": str(a.dir)}})
     from .training.experiment import default_cache_dir, load_utterances
     from .features.extract import extract_features
-    cfg = load_config(a.config, a.overrides, data={"corpus": {"prepared": str(a.dir)}})
     utterances, labels = load_utterances(cfg)
     stores = extract_features(utterances, cfg, default_cache_dir(cfg), progress=True)
     for kind, store in stores.items():
@@ -49,9 +77,8 @@ def cmd_features(a) -> int:
 
 
 def cmd_cv(a) -> int:
-    from .config import load_config
+    cfg = _load_experiment(a.config, a.overrides)
     from .training.cv import run_cv
-    cfg = load_config(a.config, a.overrides)
     results = run_cv(cfg, a.out)
     if results:
         _print_summary(results, a.out)
@@ -70,6 +97,7 @@ def _print_summary(results: dict, out) -> None:
 
 
 def cmd_ablation(a) -> int:
+    _load_experiment(a.config, a.overrides)
     from .training.ablation import run_ablation
     markdown, _ = run_ablation(a.config, a.overrides, a.out, rows=a.rows)
     print(markdown)
@@ -77,6 +105,8 @@ def cmd_ablation(a) -> int:
 
 
 def cmd_compare(a) -> int:
+    for path in a.configs:          # all of them, before the first system runs
+        _load_experiment(path, a.overrides)
     from .training.compare import run_compare
     run_compare(a.configs, a.overrides, a.out)
     return 0
@@ -90,9 +120,9 @@ def cmd_synth(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from .config import load_config
+    cfg = _load_experiment(a.config, a.overrides)
     from .training.train_model import train_model
-    train_model(load_config(a.config, a.overrides), a.out)
+    train_model(cfg, a.out)
     return 0
 
 
@@ -189,7 +219,7 @@ def _add_onnx_arg(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    p = argparse.ArgumentParser(prog="camser", description=__doc__.split("\n")[0])
+    p = _Parser(prog="camser", description=__doc__.split("\n")[0])
     p.add_argument("--version", action="version", version=f"camser {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -202,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("features", help="extract (or reuse) the cached features of a prepared corpus")
     s.add_argument("dir", type=Path, help="folder written by `camser prepare`")
-    s.add_argument("--config", default=None, help="experiment YAML (features, segments, audio sections)")
+    s.add_argument("--config", default=None, help="experiment YAML (features, segments, audio sections); "
+                   "none: the built-in defaults (mfcc, spectrogram and facebook/wav2vec2-base frames)")
     _add_config_args(s, config_required=False)
     s.set_defaults(func=cmd_features)
 
@@ -213,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("ablation", help="the paper's Table 2 variants on the same folds → one table")
     _add_config_args(s)
-    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path, help="DIR: each row runs into DIR/<row>/; the table is "
+                   "DIR/ablation.md + ablation.json (rerun the same command to resume)")
     s.add_argument("--rows", nargs="*", default=None, help="only these rows (default: all 10)")
     s.set_defaults(func=cmd_ablation)
 
@@ -233,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recordings (files/folders) of the same speaker or site: their feature statistics "
                         "standardise the inputs instead of the training speakers' (no labels; needs a model "
                         "trained with features.normalize)")
-    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     s.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
     s.add_argument("--segments", action="store_true", help="table/csv: the per-segment timeline too "
                                                            "(JSON always has it)")
@@ -247,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "/openapi.json and an upload/record page at /. Needs the serve extra.")
     s.add_argument("model_dir", type=Path, help="folder written by `camser train`")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     s.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (MB)")
     s.add_argument("--max-audio-s", type=float, default=600.0,
                    help="longest accepted recording (seconds, read from its header before decoding; "
@@ -300,10 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("synth", help="write a synthetic corpus in IEMOCAP's layout")
-    s.add_argument("--out", required=True, type=Path)
-    s.add_argument("--sessions", type=int, default=3)
-    s.add_argument("--per-speaker", type=int, default=16)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, type=Path, help="folder to write (the corpus is OUT/IEMOCAP_full_release)")
+    s.add_argument("--sessions", type=int, default=3, help="sessions, each with a female and a male speaker")
+    s.add_argument("--per-speaker", type=int, default=16, help="utterances per speaker")
+    s.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same corpus)")
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("bench", help="measure speed and memory → DIR/bench.json + DIR/bench.md (targets met/missed)",
@@ -322,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="the whole chain on a generated corpus, offline, in about a minute")
-    s.add_argument("--out", type=Path, default=Path("camser-demo"))
+    s.add_argument("--out", type=Path, default=Path("camser-demo"), help="folder for the corpus, run and model")
     s.add_argument("--quick", action="store_true", help="smaller corpus and fewer epochs (for tests)")
     s.add_argument("--encoder", default=None,
                    help="a pretrained SSL encoder (hub id or local folder); default: a small random-weight wav2vec2")

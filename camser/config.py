@@ -8,8 +8,10 @@ Relative paths in a config are relative to the working directory (run from the r
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,12 +23,85 @@ import yaml
 from .errors import ConfigError
 
 
+# Enumerations. The corpus readers, feature store and protocols import config, so their lists
+# live here; camser.protocols and the feature store take them from here (tests/test_config_fuzz.py
+# checks the corpus names against the readers).
+CORPORA = ("iemocap", "ravdess", "cremad", "emodb", "tess", "csv")
+FEATURE_KINDS = ("mfcc", "spectrogram", "ssl", "chroma", "melspec")
 NORMALIZE_MODES = ("none", "corpus", "speaker")
+PROTOCOL_SCHEMES = ("loso", "loso_speaker", "lnso", "csv", "holdout")
+VALIDATION_MODES = ("clean", "paper")
+SSL_LAYERS = ("last", "all", "mean")          # or an integer index into the hidden states
+METRICS = ("wa", "ua", "f1_macro", "f1_weighted")   # the scalar validation metrics train.select_on sums
+# scipy.signal.get_window names that need no parameter
+WINDOWS = ("hann", "hamming", "blackman", "blackmanharris", "bartlett", "barthann", "bohman", "boxcar",
+           "cosine", "flattop", "nuttall", "parzen", "triang", "tukey")
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values a field may take beyond its type, checked by :func:`from_dict`. Bounds apply
+    to a number, ``choices`` to a string (each ``sep``-joined part of it when ``sep`` is set);
+    a list value is checked for ``min_items``, and item by item when ``items`` is set. None
+    (where the type allows it) is always allowed."""
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None          # a regular expression other accepted strings match
+    sep: str | None = None
+    items: bool = False
+    min_items: int = 0
+
+    def check(self, value: Any, where: str) -> None:
+        if value is None:
+            return
+        if isinstance(value, list):
+            if len(value) < self.min_items:
+                raise ConfigError(f"{where}: expected at least {self.min_items} item(s), got {value!r}")
+            for i, v in enumerate(value if self.items else ()):
+                self._check_one(v, f"{where}[{i}]")
+        else:
+            self._check_one(value, where)
+
+    def _check_one(self, value: Any, where: str) -> None:
+        if isinstance(value, str) and self.choices:
+            for part in value.split(self.sep) if self.sep else [value]:
+                if part not in self.choices and not (self.pattern and re.fullmatch(self.pattern, part)):
+                    what = f"{part!r} (in {value!r})" if part != value else repr(value)
+                    joined = f", joined by '{self.sep}'" if self.sep else ""
+                    raise ConfigError(f"{where}: {what} is not one of {', '.join(self.choices)}{joined}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not self._in_range(value):
+            noun = "an integer" if isinstance(value, int) else "a number"
+            raise ConfigError(f"{where}: expected {noun} {self.describe_range()}, got {value!r}")
+
+    def _in_range(self, v: float) -> bool:
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+
+    def describe_range(self) -> str:
+        lo = (f"[{self.ge:g}", f"≥ {self.ge:g}") if self.ge is not None else \
+            (f"({self.gt:g}", f"> {self.gt:g}") if self.gt is not None else None
+        hi = (f"{self.le:g}]", f"≤ {self.le:g}") if self.le is not None else \
+            (f"{self.lt:g})", f"< {self.lt:g}") if self.lt is not None else None
+        if lo and hi:
+            return f"in {lo[0]}, {hi[0]}"
+        return (lo or hi or ("", ""))[1]
+
+
+def checked(default: Any, **allowed) -> Any:
+    """A dataclass field whose values :class:`Allowed` (``ge=1``, ``choices=(...)``, ...) limits.
+    A callable ``default`` is a default factory (for lists)."""
+    meta = {"allowed": Allowed(**allowed)}
+    if callable(default):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class CorpusConfig:
-    name: str = "iemocap"          # iemocap | ravdess | cremad | emodb | tess | csv
+    name: str = checked("iemocap", choices=CORPORA)
     root: str | None = None        # corpus folder (or the CSV file for name=csv)
     prepared: str | None = None    # a folder written by `camser prepare` (manifest.csv)
     folds_csv: str | None = None   # predefined folds (e.g. EmoBox), used by protocol.scheme=csv
@@ -36,22 +111,23 @@ class CorpusConfig:
 class LabelsConfig:
     # null → the corpus's default set (IEMOCAP: ang, sad, hap, neu with exc merged into hap);
     # "all" → every category the corpus has; or an explicit list (after merging).
-    include: list[str] | str | None = None
+    include: list[str] | str | None = checked(None, choices=("all",))
     merge: dict[str, str] | None = None   # null → the corpus default; {} → merge nothing
 
 
 @dataclass
 class AudioConfig:
-    sample_rate: int = 16_000
-    min_duration_s: float = 0.1
-    pre_emphasis: float = 0.0      # the published CA-MSER code uses 0.97 before every branch
+    sample_rate: int = checked(16_000, ge=1000)
+    min_duration_s: float = checked(0.1, ge=0)
+    pre_emphasis: float = checked(0.0, ge=0, le=1)   # the published CA-MSER code uses 0.97 before every branch
 
 
 @dataclass
 class SegmentsConfig:
-    length_s: float = 3.0
-    hop_s: float | None = None     # null → length_s (non-overlapping)
-    last: str = "pad"              # pad (the paper: zero-pad the last segment) | align (end it at the audio's end)
+    length_s: float = checked(3.0, gt=0)
+    hop_s: float | None = checked(None, gt=0)   # null → length_s (non-overlapping)
+    # pad (the paper: zero-pad the last segment) | align (end it at the audio's end)
+    last: str = checked("pad", choices=("pad", "align"))
 
     def samples(self, sr: int) -> tuple[int, int]:
         length = int(round(self.length_s * sr))
@@ -60,54 +136,57 @@ class SegmentsConfig:
 
 @dataclass
 class MFCCConfig:
-    n_mfcc: int = 40
+    n_mfcc: int = checked(40, ge=1)
     htk: bool = True
-    hop_length: int = 160
+    hop_length: int = checked(160, ge=1)
 
 
 @dataclass
 class SpectrogramConfig:
-    n_fft: int = 800
-    win_length: int = 640
-    hop_length: int = 160
-    window: str = "hamming"
-    n_bins: int = 200              # 0–4 kHz at 16 kHz / 800-point DFT
-    top_db: float = 80.0
+    n_fft: int = checked(800, ge=2)
+    win_length: int = checked(640, ge=1)         # ≤ n_fft
+    hop_length: int = checked(160, ge=1)
+    window: str = checked("hamming", choices=WINDOWS)
+    n_bins: int = checked(200, ge=1)             # 0–4 kHz at 16 kHz / 800-point DFT; ≤ n_fft // 2 + 1
+    top_db: float = checked(80.0, gt=0)
 
 
 @dataclass
 class ChromaConfig:
-    n_chroma: int = 12
-    n_fft: int = 2048              # librosa's default (128 ms at 16 kHz: chroma needs the resolution)
-    hop_length: int = 160
-    tuning: float | None = 0.0     # in fractions of a chroma bin; null → librosa estimates it per segment
+    n_chroma: int = checked(12, ge=1)
+    n_fft: int = checked(2048, ge=2)   # librosa's default (128 ms at 16 kHz: chroma needs the resolution)
+    hop_length: int = checked(160, ge=1)
+    tuning: float | None = checked(0.0, ge=-0.5, lt=0.5)   # in fractions of a chroma bin; null → librosa
+                                                           # estimates it per segment
 
 
 @dataclass
 class MelSpecConfig:
-    n_mels: int = 128
-    n_fft: int = 1024
-    win_length: int = 400          # 25 ms window, zero-padded to n_fft
-    hop_length: int = 160
-    fmin: float = 0.0
-    fmax: float | None = None      # null → sr / 2
+    n_mels: int = checked(128, ge=1)
+    n_fft: int = checked(1024, ge=2)
+    win_length: int = checked(400, ge=1)         # 25 ms window, zero-padded to n_fft
+    hop_length: int = checked(160, ge=1)
+    fmin: float = checked(0.0, ge=0)
+    fmax: float | None = checked(None, gt=0)     # null → sr / 2
     db: bool = True                # log power in dB (ref 1.0, no top_db clipping); false → power
 
 
 @dataclass
 class SSLConfig:
     model: str = "facebook/wav2vec2-base"   # hub id or local folder
-    layer: int | str = "last"               # "last", an index into hidden_states, "all", "mean"
+    layer: int | str = checked("last", choices=SSL_LAYERS)   # or an index into hidden_states (checked
+                                                             # against the model's depth when it loads)
     normalize: bool | None = None           # per-chunk zero mean/unit variance; null → as the model's feature extractor
-    dtype: str = "float16"                  # storage dtype of the cache
-    batch_size: int = 8
-    frame_pool: int = 1                     # average-pool the frames in time by this factor before caching
+    dtype: str = checked("float16", choices=("float16", "float32"))   # storage dtype of the cache
+    batch_size: int = checked(8, ge=1)
+    frame_pool: int = checked(1, ge=1)      # average-pool the frames in time by this factor before caching
                                             # (4: 50 → 12.5 frames/s, a quarter of the cache and of the work)
 
 
 @dataclass
 class FeaturesConfig:
-    kinds: list[str] = field(default_factory=lambda: ["mfcc", "spectrogram", "ssl"])   # + chroma, melspec
+    kinds: list[str] = checked(lambda: ["mfcc", "spectrogram", "ssl"], choices=FEATURE_KINDS, items=True,
+                               min_items=1)   # + chroma, melspec
     mfcc: MFCCConfig = field(default_factory=MFCCConfig)
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
@@ -118,48 +197,56 @@ class FeaturesConfig:
     # vectors) before the model: none | corpus (one mean/std fitted on the training speakers:
     # strict) | speaker (each speaker's own mean/std from its unlabelled audio, test speakers
     # included: transductive, and every report says so).
-    normalize: str = "none"
+    normalize: str = checked("none", choices=NORMALIZE_MODES)
 
 
 @dataclass
 class TrainConfig:
-    mode: str = "frozen"          # frozen (SSL frames from the cache) | finetune (encoder trained from audio)
-    optimizer: str = "adamw"      # adamw | adam | sgd (momentum 0.9, nesterov)
-    lr: float = 1e-5
-    weight_decay: float = 0.01
-    schedule: str = "constant"    # constant | cosine (per step, after warmup_epochs of linear warm-up)
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None  # max gradient norm; null → no clipping
-    mixup: float = 0.0            # Beta(α, α) mixup of inputs and targets in training; 0 → off
-    frame_mask: float = 0.0       # SpecAugment-style: zero one random span of up to this fraction of each
-                                  # training example's frames (every frame feature, same span); 0 → off
-    unit: str = "segment"         # segment (each 3 s segment an example) | utterance (an utterance's
-                                  # segments in one example, pooled before the head)
-    ensemble: int = 1             # cv: N models per fold (seeds seed, seed+1, …), probabilities averaged
-                                  # (`camser train` still saves one model: the first seed's)
-    batch_size: int = 64
-    max_epochs: int = 100
-    patience: int = 8
-    min_epochs: int = 5
-    select_on: str = "wa+ua"      # validation score that picks the checkpoint
-    keep: str = "best"            # best (the epoch the validation speakers score best; early stopping) |
-                                  # last (every epoch runs, the last weights are kept: with a cosine
-                                  # schedule, no choice hinges on a few validation speakers)
-    seeds: list[int] = field(default_factory=lambda: [111])   # one repeat per seed
-    num_threads: int | None = None
-    device: str = "auto"          # auto | cpu | cuda
+    # frozen (SSL frames from the cache) | finetune (encoder trained from audio)
+    mode: str = checked("frozen", choices=("frozen", "finetune"))
+    optimizer: str = checked("adamw", choices=("adamw", "adam", "sgd"))   # sgd: momentum 0.9, nesterov
+    lr: float = checked(1e-5, gt=0)
+    weight_decay: float = checked(0.01, ge=0)
+    schedule: str = checked("constant", choices=("constant", "cosine"))   # cosine: per step, after
+                                                                          # warmup_epochs of linear warm-up
+    warmup_epochs: float = checked(0.0, ge=0)
+    label_smoothing: float = checked(0.0, ge=0, lt=1)
+    grad_clip: float | None = checked(None, gt=0)   # max gradient norm; null → no clipping
+    mixup: float = checked(0.0, ge=0)   # Beta(α, α) mixup of inputs and targets in training; 0 → off
+    # SpecAugment-style: zero one random span of up to this fraction of each training example's
+    # frames (every frame feature, same span); 0 → off
+    frame_mask: float = checked(0.0, ge=0, lt=1)
+    # segment (each 3 s segment an example) | utterance (an utterance's segments in one example,
+    # pooled before the head)
+    unit: str = checked("segment", choices=("segment", "utterance"))
+    # cv: N models per fold (seeds seed, seed+1, …), probabilities averaged (`camser train` still
+    # saves one model: the first seed's)
+    ensemble: int = checked(1, ge=1)
+    batch_size: int = checked(64, ge=1)
+    max_epochs: int = checked(100, ge=1)
+    patience: int = checked(8, ge=1)
+    min_epochs: int = checked(5, ge=0)
+    select_on: str = checked("wa+ua", choices=METRICS, sep="+")   # validation score that picks the checkpoint
+    # best (the epoch the validation speakers score best; early stopping) | last (every epoch
+    # runs, the last weights are kept: with a cosine schedule, no choice hinges on a few
+    # validation speakers)
+    keep: str = checked("best", choices=("best", "last"))
+    seeds: list[int] = checked(lambda: [111], min_items=1)   # one repeat per seed (any integers)
+    num_threads: int | None = checked(None, ge=1)
+    device: str = checked("auto", choices=("auto", "cpu", "cuda"), pattern=r"cuda:\d+")   # or cuda:N
     amp: bool = True              # mixed precision on GPU
-    distribute: str = "data"      # under torchrun: "data" (DDP inside each fold) | "folds" (folds spread over ranks)
+    # under torchrun: "data" (DDP inside each fold) | "folds" (folds spread over ranks)
+    distribute: str = checked("data", choices=("data", "folds"))
 
 
 @dataclass
 class ProtocolConfig:
-    scheme: str = "loso"          # loso (leave one session out) | loso_speaker | lnso | csv | holdout
-    n_speakers: int = 1           # for lnso: speakers held out per fold
-    validation: str = "clean"     # clean (validation speakers from the training side) | paper (validation = test)
-    val_speakers: int = 1         # clean: how many training speakers to hold out for validation
-    folds: list[int] | None = None  # run only these folds (1-based)
+    scheme: str = checked("loso", choices=PROTOCOL_SCHEMES)   # loso: leave one session out
+    n_speakers: int = checked(1, ge=1)   # for lnso: speakers held out per fold
+    validation: str = checked("clean", choices=VALIDATION_MODES)   # clean (validation speakers from the
+                                                                   # training side) | paper (validation = test)
+    val_speakers: int = checked(1, ge=1)   # clean: how many training speakers to hold out for validation
+    folds: list[int] | None = checked(None, ge=1, items=True)   # run only these folds (1-based)
 
 
 @dataclass
@@ -253,12 +340,20 @@ def from_dict(cls, data: dict | None, where: str = ""):
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        field_name = f"{where}.{sorted(unknown)[0]}" if where else sorted(unknown)[0]
-        raise ConfigError(f"{field_name}: unknown field (known: {', '.join(sorted(names))})")
-    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+        field_name = f"{where}.{unknown[0]}" if where else unknown[0]
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"{field_name}: unknown field ({hint}known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for k, v in data.items():
+        name = f"{where}.{k}" if where else k
+        kwargs[k] = _check_type(v, hints[k], name)
+        allowed = fields[k].metadata.get("allowed")
+        if allowed is not None:
+            allowed.check(kwargs[k], name)
     return cls(**kwargs)
 
 
@@ -305,32 +400,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = _deep_merge(raw, data)
     raw = apply_overrides(raw, overrides or [])
     cfg = from_dict(ExperimentConfig, raw)
-    for where, value, allowed in (
-            ("segments.last", cfg.segments.last, ("pad", "align")),
-            ("features.normalize", cfg.features.normalize, NORMALIZE_MODES),
-            ("train.optimizer", cfg.train.optimizer, ("adamw", "adam", "sgd")),
-            ("train.schedule", cfg.train.schedule, ("constant", "cosine")),
-            ("train.unit", cfg.train.unit, ("segment", "utterance")),
-            ("train.keep", cfg.train.keep, ("best", "last"))):
-        if value not in allowed:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
-    t = cfg.train
-    for where, ok, want in (
-            ("train.lr", t.lr > 0, "a positive number"),
-            ("train.warmup_epochs", t.warmup_epochs >= 0, "a number ≥ 0"),
-            ("train.label_smoothing", 0 <= t.label_smoothing < 1, "a number in [0, 1)"),
-            ("train.grad_clip", t.grad_clip is None or t.grad_clip > 0, "null or a positive number"),
-            ("train.mixup", t.mixup >= 0, "a number ≥ 0 (the Beta distribution's α; 0 → off)"),
-            ("train.frame_mask", 0 <= t.frame_mask < 1, "a fraction in [0, 1)"),
-            ("train.ensemble", t.ensemble >= 1, "an integer ≥ 1")):
-        if not ok:
-            raise ConfigError(f"{where}: expected {want}, got {getattr(t, where.split('.')[1])!r}")
-    if t.mixup > 0 and t.unit == "utterance":
-        raise ConfigError("train.mixup: mixes examples row by row, so it needs train.unit: segment "
-                          "(an utterance example spans several segment rows)")
-    if "name" not in cfg.model:
-        raise ConfigError("model.name: missing (e.g. camser)")
+    _check_relations(cfg)
     return cfg
+
+
+def _check_relations(cfg: ExperimentConfig) -> None:
+    """Rules between fields (each field's own range is in its :class:`Allowed`)."""
+    sr = cfg.audio.sample_rate
+    spec, mel, t = cfg.features.spectrogram, cfg.features.melspec, cfg.train
+    seg_samples = cfg.segments.samples(sr)[0]
+    longest_hop = max((getattr(cfg.features, k).hop_length, k)
+                      for k in ("mfcc", "spectrogram", "chroma", "melspec"))
+    for where, ok, why in (
+            ("features.spectrogram.win_length", spec.win_length <= spec.n_fft,
+             f"{spec.win_length} is longer than features.spectrogram.n_fft ({spec.n_fft})"),
+            ("features.spectrogram.n_bins", spec.n_bins <= spec.n_fft // 2 + 1,
+             f"{spec.n_bins} is more than an {spec.n_fft}-point DFT has ({spec.n_fft // 2 + 1})"),
+            ("features.melspec.win_length", mel.win_length <= mel.n_fft,
+             f"{mel.win_length} is longer than features.melspec.n_fft ({mel.n_fft})"),
+            ("features.melspec.fmin", mel.fmin < sr / 2, f"{mel.fmin:g} Hz is not below the Nyquist "
+             f"frequency ({sr / 2:g} Hz at audio.sample_rate {sr})"),
+            ("features.melspec.fmax", mel.fmax is None or mel.fmin < mel.fmax <= sr / 2,
+             f"{mel.fmax!r} Hz is not in (features.melspec.fmin, sample_rate / 2] = ({mel.fmin:g}, {sr / 2:g}]"),
+            ("segments.length_s", seg_samples >= longest_hop[0],
+             f"{cfg.segments.length_s:g} s is shorter than one frame (features.{longest_hop[1]}.hop_length "
+             f"{longest_hop[0]} samples at {sr} Hz)"),
+            ("train.mixup", not (t.mixup > 0 and t.unit == "utterance"), "mixes examples row by row, so "
+             "it needs train.unit: segment (an utterance example spans several segment rows)"),
+            ("model.name", "name" in cfg.model, "missing (e.g. camser)")):
+        if not ok:
+            raise ConfigError(f"{where}: {why}")
 
 
 def _deep_merge(a: dict, b: dict) -> dict:

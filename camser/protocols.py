@@ -25,12 +25,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ProtocolConfig
+from .config import PROTOCOL_SCHEMES as SCHEMES, VALIDATION_MODES as VALIDATION, ProtocolConfig
 from .errors import CamserError, ConfigError
 from .types import Utterance
 
-SCHEMES = ("loso", "loso_speaker", "lnso", "csv", "holdout")
-VALIDATION = ("clean", "paper")
 PAPER_WARNING = ("protocol.validation=paper: the validation set is the test fold (as in the "
                  "published code), so the test fold chose the epoch and these numbers are "
                  "optimistic.")

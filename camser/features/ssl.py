@@ -16,10 +16,13 @@ fine-tuning with gradients flowing into ``.module``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import socket
 import warnings
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -79,7 +82,7 @@ class SSLEncoder:
                               "(expected wav2vec2, HuBERT, WavLM, data2vec-audio or Whisper)")
         self.module = module
         try:
-            self._feature_extractor = AutoFeatureExtractor.from_pretrained(model)
+            self._feature_extractor = AutoFeatureExtractor.from_pretrained(model, **_offline_kwargs(model))
             default_norm = bool(getattr(self._feature_extractor, "do_normalize", True))
         except Exception:  # no preprocessor_config.json: Wav2Vec2FeatureExtractor's default
             self._feature_extractor = None
@@ -92,7 +95,7 @@ class SSLEncoder:
         from transformers import WhisperFeatureExtractor, WhisperForAudioClassification
 
         try:
-            fe = WhisperFeatureExtractor.from_pretrained(model)
+            fe = WhisperFeatureExtractor.from_pretrained(model, **_offline_kwargs(model))
         except Exception:  # a folder without preprocessor_config.json: Whisper's standard front end
             fe = None
         full = _from_hub_or_folder(WhisperForAudioClassification.from_pretrained, model, "model")
@@ -243,10 +246,10 @@ def _shorten_whisper_positions(encoder: nn.Module, positions: int) -> None:
     encoder.max_source_positions = positions
 
 
-def _auto_config(model: str):
+def _auto_config(model: str, **kwargs):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(model)
+    return AutoConfig.from_pretrained(model, **kwargs)
 
 
 def _looks_local(model: str) -> bool:
@@ -257,12 +260,17 @@ def _looks_local(model: str) -> bool:
 
 def _from_hub_or_folder(load: Callable, model: str, what: str, field: str = "features.ssl.model"):
     """Call ``load(model)`` quietly, turning the usual failures into one-line CamserErrors that
-    name the config ``field`` the model came from."""
+    name the config ``field`` the model came from. A hub id on a machine that can't reach the
+    hub is looked up in the local cache only, so a missing model fails at once (the hub client
+    would retry five times, ~25 s)."""
     path = Path(os.path.expanduser(model))
     if _looks_local(model) and not path.exists():
         raise ConfigError(f"{field}: {model}: no such folder")
+    offline = None if path.exists() else _hub_unreachable()
     try:
         with _quiet_transformers():
+            if offline:
+                return load(model, local_files_only=True)
             return load(str(path) if path.exists() else model)
     except CamserError:
         raise
@@ -270,12 +278,46 @@ def _from_hub_or_folder(load: Callable, model: str, what: str, field: str = "fea
         if path.is_dir():
             raise CamserError(f"{field}: could not load the {what} from folder {model} "
                               f"({_first_line(e)})") from None
+        if offline:
+            raise CamserError(
+                f"{field}: the Hugging Face hub is unreachable ({offline}) and '{model}' is not in "
+                f"the local cache; give a local folder instead: --set {field}=/path/to/folder") from None
         if _is_download_failure(e):
             raise CamserError(
-                f"{field}: could not download '{model}' from the Hugging Face hub (offline? "
-                f"no such local folder either); download it where the hub is reachable and pass the "
-                f"folder with --set {field}=/path/to/folder") from None
+                f"{field}: could not download '{model}' from the Hugging Face hub (unreachable, or no "
+                f"such model: {_first_line(e)[:100]}); give a local folder instead: "
+                f"--set {field}=/path/to/folder") from None
         raise
+
+
+def _offline_kwargs(model: str) -> dict:
+    """``local_files_only=True`` for a hub id while the hub is unreachable (no retried requests)."""
+    local = Path(os.path.expanduser(model)).exists()
+    return {"local_files_only": True} if not local and _hub_unreachable() else {}
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub can't be reached, known without a request: offline mode is on,
+    or the hub's host name does not resolve. None: try it. Behind a proxy the name may only
+    resolve for the proxy, so it is not checked then."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
+    return None if _resolves(host) else f"{host} does not resolve"
+
+
+@functools.lru_cache(maxsize=None)
+def _resolves(host: str) -> bool:
+    """Whether ``host`` has an address (once per process: a machine is offline for a whole run)."""
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
 
 
 def _is_download_failure(e: Exception) -> bool:

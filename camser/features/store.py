@@ -26,14 +26,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..config import ExperimentConfig, config_hash
+from ..config import FEATURE_KINDS as KINDS, ExperimentConfig, config_hash
 from ..errors import CamserError
 from ..types import Segment, Utterance
 from ..fileio import write_bytes
 
 FORMAT_VERSION = 1          # bump when the feature computation changes: old caches are not reused
 DATA, INDEX, META, DONE, MARKER = "data.npy", "index.csv", "meta.json", "done.npy", "COMPLETE"
-KINDS = ("mfcc", "spectrogram", "ssl", "chroma", "melspec")
 
 
 # ---------------------------------------------------------------------- naming
