@@ -255,12 +255,22 @@ def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_di
 
 
 def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None] = print,
-           progress: bool = True) -> dict:
-    """Run the configured protocol; write results.json, the report and the resolved config."""
+           progress: bool = True, tracker=None) -> dict:
+    """Run the configured protocol; write results.json, the report and the resolved config.
+    What ``log`` receives is also appended to ``out_dir/run.log``; ``tracker`` (a
+    :class:`camser.tracking.Tracker`, e.g. MLflow) gets the params, curves, metrics and artefacts."""
+    from ..tracking import Tracker, run_log
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with torch_threads(cfg.train.num_threads):
-        return _run_cv(cfg, out, log, progress)
+    rank, _ = _dist_info()
+    log = run_log(out / "run.log", log, header=f"camser cv into {out}") if rank == 0 else log
+    tracker = tracker if tracker is not None and rank == 0 else Tracker()
+    check_same_experiment(cfg, out)          # before a tracked run is opened (and marked failed)
+    with torch_threads(cfg.train.num_threads), tracker.cv_run(cfg, out, log=log) as track:
+        results = _run_cv(cfg, out, log, progress, on_fold=track.log_fold)
+        if results:
+            track.cv_done(out, results)
+        return results
 
 
 # Settings that may change between a run and its resumption: they choose which folds run, where
@@ -297,7 +307,7 @@ def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
                           "use another --out, or delete the folder to start over")
 
 
-def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
+def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool, on_fold=None) -> dict:
     rank, world = _init_distributed(cfg)
     started = time.time()
     check_same_experiment(cfg, out)
@@ -330,6 +340,8 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
         entry = run_fold(cfg, data, fold, seed, fold_dir, log, rank, world, ddp, stats)
         epochs = f" (best epoch {entry['best_epoch']} of {entry['epochs']})" if entry.get("epochs") else ""
         log(f"fold {fold.index} seed {seed}: WA {entry['wa']:.3f} UA {entry['ua']:.3f}{epochs}")
+        if on_fold is not None and rank == 0:
+            on_fold(entry)
     if world > 1:
         torch.distributed.barrier()
     if rank != 0:
