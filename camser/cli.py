@@ -36,8 +36,8 @@ def _load_experiment(path, overrides, data=None):
     torch is imported."""
     from .config import load_config
     cfg = load_config(path, overrides, data=data)
-    from .models import required_inputs
-    required_inputs(cfg.model)
+    from .models import check_model_section
+    check_model_section(cfg.model)
     return cfg
 
 
@@ -76,10 +76,21 @@ def cmd_features(a) -> int:
     return 0
 
 
+def _add_track_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", choices=("none", "mlflow"), default="none",
+                   help="also log the run to MLflow (MLFLOW_TRACKING_URI, else MLflow's default local store "
+                        "in the working directory); the run folder stays the record")
+
+
+def _tracker(a):
+    from .tracking import make_tracker
+    return make_tracker(a.track)
+
+
 def cmd_cv(a) -> int:
     cfg = _load_experiment(a.config, a.overrides)
     from .training.cv import run_cv
-    results = run_cv(cfg, a.out)
+    results = run_cv(cfg, a.out, tracker=_tracker(a))
     if results:
         _print_summary(results, a.out)
     return 0
@@ -122,8 +133,13 @@ def cmd_synth(a) -> int:
 def cmd_train(a) -> int:
     cfg = _load_experiment(a.config, a.overrides)
     from .training.train_model import train_model
-    train_model(cfg, a.out)
+    train_model(cfg, a.out, tracker=_tracker(a))
     return 0
+
+
+def cmd_sweep(a) -> int:
+    from .sweep import cli
+    return cli(a)
 
 
 def cmd_predict(a) -> int:
@@ -240,7 +256,25 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cv", help="cross-validate an experiment → RUN_DIR/results.json + report")
     _add_config_args(s)
     s.add_argument("--out", required=True, type=Path, help="run folder (rerun the same command to resume)")
+    _add_track_arg(s)
     s.set_defaults(func=cmd_cv)
+
+    s = sub.add_parser("sweep", help="hyper-parameter search (Optuna) → DIR/sweep.md, sweep.json, best.yaml",
+                       description="Search the experiment's hyper-parameters: the space is the config's sweep: "
+                                   "section, --space FILE, or --set key=[v1,v2] (a grid axis). Each trial is a "
+                                   "cv run folder DIR/trials/NNNN; rerun the same command to resume. See "
+                                   "camser/sweep.py.")
+    _add_config_args(s)
+    s.add_argument("--out", required=True, type=Path, help="sweep folder (rerun the same command to resume)")
+    s.add_argument("--space", type=Path, default=None, help="YAML search space (instead of the config's sweep:)")
+    s.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage, any SQLAlchemy URL (default: sqlite:///DIR/study.db); share one to "
+                        "run workers on several machines")
+    s.add_argument("--study", default=None, metavar="NAME", help="study name (default: the config's name)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
+    s.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    _add_track_arg(s)
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("ablation", help="the paper's Table 2 variants on the same folds → one table")
     _add_config_args(s)
@@ -252,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train one model on a whole corpus → MODEL_DIR, for new audio")
     _add_config_args(s)
     s.add_argument("--out", required=True, type=Path, help="model folder to write (rerun to resume)")
+    _add_track_arg(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("predict", help="emotion of audio files/folders with a trained model",

@@ -395,6 +395,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
+        loaded.pop("sweep", None)       # `camser sweep`'s search space: read by camser.sweep
         raw = _deep_merge(raw, loaded)
     if data:
         raw = _deep_merge(raw, data)

@@ -187,3 +187,15 @@ def test_wall_time_of_a_resumed_run_counts_every_session(tmp_path, monkeypatch):
     monkeypatch.undo()
     resumed = cv.RunClock(tmp_path / cv.RunClock.FILE)
     assert resumed.before == 100.0 and 100.0 <= resumed.total() < 110.0
+
+
+def test_a_run_that_fails_before_any_fold_leaves_no_folder(workspace, tmp_path):
+    from camser.errors import CamserError
+    cfg = make_cfg(workspace, f"corpus.prepared={tmp_path / 'no_such_corpus'}")
+    with pytest.raises(CamserError):
+        run_cv(cfg, tmp_path / "run", log=lambda m: None, progress=False)
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "mine").mkdir()                  # a folder the user made is kept
+    with pytest.raises(CamserError):
+        run_cv(cfg, tmp_path / "mine", log=lambda m: None, progress=False)
+    assert (tmp_path / "mine").is_dir()

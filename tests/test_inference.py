@@ -62,7 +62,7 @@ def test_model_folder_holds_everything_without_pickles(trained):
     d = trained.model_dir
     names = {f.name for f in d.iterdir()}
     assert names == {"config.json", "model.safetensors", "camser.json", "features.yaml",
-                     "experiment.yaml", "history.json"}
+                     "experiment.yaml", "history.json", "run.log"}
     meta = json.loads((d / "camser.json").read_text())
     assert meta["labels"] == LABELS and meta["inputs"] == ["mfcc", "spectrogram", "ssl"]
     assert meta["encoder"]["model"] == str(trained.encoder.resolve()) and Path(meta["encoder"]["model"]).is_absolute()

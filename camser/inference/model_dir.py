@@ -9,6 +9,7 @@ JSON/YAML and safetensors (nothing pickled, so a folder from elsewhere is safe t
     features.yaml       the audio, segments and features sections: the feature pipeline
     experiment.yaml     the whole resolved experiment configuration
     history.json        the training history (per epoch: losses, validation WA/UA)
+    run.log             what ``camser train`` logged (appended when it resumes; not read back)
     normalization.safetensors
                         with ``features.normalize`` on: the training speakers' feature statistics
                         (``{key}.mean`` / ``{key}.std``), what new audio is standardised by unless

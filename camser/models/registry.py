@@ -64,6 +64,22 @@ def required_inputs(model_section: dict) -> set[str]:
     return set(model_record(model_section).inputs(dict(model_section)))
 
 
+def check_model_section(model_section: dict) -> None:
+    """The model section's own fields, as far as they can be checked before any data is read
+    (a mistake is one line, before anything is extracted or written): the name, the fields its
+    ``inputs`` reads, and every field of a model that builds without the data's sizes."""
+    record = model_record(model_section)
+    record.inputs(dict(model_section))
+    if record.name in ("camser", "multimodal"):      # their inputs() built the whole config
+        return
+    try:
+        build_model(model_section, model_section.get("n_classes", 4), {}, seed=0)
+    except ConfigError:
+        raise
+    except Exception:                         # needs the data's sizes: checked when it runs
+        pass
+
+
 def model_kind(model_section: dict) -> str:
     """``"torch"`` or ``"sklearn"`` (see :mod:`camser.models.base`)."""
     return model_record(model_section).kind

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ import torch
 from ..config import ExperimentConfig, load_config
 from ..models import build_model, model_kind, required_inputs
 from ..reports.results import build_results, versions, write_json
-from ..errors import ConfigError
+from ..errors import CamserError, ConfigError
+from ..tracking import flatten
 from ..features.batches import (AudioBatches, NormalizedBatches, feature_dims, normalized_stores,
                    segment_set)
 from ..metrics import compute_metrics, per_group_metrics, seed_summary
@@ -297,26 +299,36 @@ def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_di
 
 
 def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None] = print,
-           progress: bool = True) -> dict:
-    """Run the configured protocol; write results.json, the report and the resolved config."""
+           progress: bool = True, tracker=None) -> dict:
+    """Run the configured protocol; write results.json, the report and the resolved config.
+    What ``log`` receives is also appended to ``out_dir/run.log``; ``tracker`` (a
+    :class:`camser.tracking.Tracker`, e.g. MLflow) gets the params, curves, metrics and artefacts."""
+    from ..tracking import Tracker, run_log
     out = Path(out_dir)
+    created = not out.exists()
+    check_same_experiment(cfg, out)          # before a tracked run is opened (and marked failed)
     out.mkdir(parents=True, exist_ok=True)
-    with torch_threads(cfg.train.num_threads):
-        return _run_cv(cfg, out, log, progress)
+    rank, _ = _dist_info()
+    log = run_log(out / "run.log", log, header=f"camser cv into {out}") if rank == 0 else log
+    tracker = tracker if tracker is not None and rank == 0 else Tracker()
+    try:
+        with torch_threads(cfg.train.num_threads), tracker.cv_run(cfg, out, log=log) as track:
+            results = _run_cv(cfg, out, log, progress, on_fold=track.log_fold)
+            if results:
+                track.cv_done(out, results)
+            return results
+    except CamserError:
+        # a user mistake found before any fold ran (no corpus, an unusable encoder): leave no
+        # folder behind that holds only config.yaml and a log
+        if created and rank == 0 and not (out / "folds").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 # Settings that may change between a run and its resumption: they choose which folds run, where
 # and how fast, or how the report looks, not what a finished fold's numbers are.
 RESUMABLE_CHANGES = ("name", "features.cache_dir", "train.num_threads", "train.device", "train.seeds",
                      "protocol.folds", "output")
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
 
 
 def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
@@ -326,10 +338,10 @@ def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
     if not saved.is_file() or not any(out.glob("folds/*/result.json")):
         return
     try:
-        old = _flat(load_config(saved).to_dict())
+        old = flatten(load_config(saved).to_dict())
     except ConfigError:                # unreadable (another version's fields): treated as all changed
         old = {}
-    new = _flat(cfg.to_dict())
+    new = flatten(cfg.to_dict())
     changed = sorted(k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>")
                      and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES))
     if changed:
@@ -339,7 +351,7 @@ def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
                           "use another --out, or delete the folder to start over")
 
 
-def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
+def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool, on_fold=None) -> dict:
     rank, world = _init_distributed(cfg)
     clock = RunClock(out / RunClock.FILE)
     check_same_experiment(cfg, out)
@@ -373,6 +385,8 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool) -> dict:
         entry = run_fold(cfg, data, fold, seed, fold_dir, ctx)
         epochs = f" (best epoch {entry['best_epoch']} of {entry['epochs']})" if entry.get("epochs") else ""
         log(f"fold {fold.index} seed {seed}: WA {entry['wa']:.3f} UA {entry['ua']:.3f}{epochs}")
+        if on_fold is not None and rank == 0:
+            on_fold(entry)
     if world > 1:
         torch.distributed.barrier()
     if rank != 0:

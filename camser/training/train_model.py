@@ -31,11 +31,13 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None] = print,
-                progress: bool = True):
+                progress: bool = True, tracker=None):
     """Train on every utterance of ``cfg``'s corpus (minus the validation speakers) and write
     the model folder ``out_dir`` (see :mod:`camser.inference.model_dir`). Returns the trained
-    model as an :class:`~camser.inference.recognizer.EmotionRecognizer`, ready to predict."""
+    model as an :class:`~camser.inference.recognizer.EmotionRecognizer`, ready to predict.
+    ``log`` is also appended to ``out_dir/run.log``; ``tracker``: see :mod:`camser.tracking`."""
     from ..models import saveable_models
+    from ..tracking import Tracker, run_log
 
     out = Path(out_dir)
     name = cfg.model.get("name")
@@ -46,11 +48,14 @@ def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str],
         raise CamserError(f"{out}: already holds a trained model ({META}); choose another --out "
                           "or delete the folder to train again")
     out.mkdir(parents=True, exist_ok=True)
+    log = run_log(out / "run.log", log, header=f"camser train into {out}")
     cfg = with_resolved_encoder(cfg)
     _drop_stale_checkpoint(out, cfg, log)
     cfg.save(out / EXPERIMENT)               # the checkpoint's configuration, until the end
-    with torch_threads(cfg.train.num_threads):
-        return _train(cfg, out, log, progress)
+    with torch_threads(cfg.train.num_threads), (tracker or Tracker()).train_run(cfg, out, log) as track:
+        recognizer = _train(cfg, out, log, progress)
+        track.train_done(out)
+        return recognizer
 
 
 def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
