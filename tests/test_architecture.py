@@ -133,6 +133,8 @@ TINY = {
                     {"ssl": (10, 16)}),
     "multimodal": ({"name": "multimodal", "modalities": ["audio"], "fusion": "self", "d_model": 8, "heads": 2,
                     "ffn_dim": 16, "head_hidden": 8}, {"ssl": (10, 16)}),
+    "ensemble": ({"name": "ensemble", "n_members": 2, "member": {"name": "lstm", "feature": "mfcc", "window_frames": 6,
+                                                                  "hidden": 8, "mlp_hidden": 8}}, {"mfcc": (12, 40)}),
     "mlp": ({"name": "mlp", "features": ["mfcc"], "hidden": 8, "max_iter": 20}, {}),
     "opensmile": ({"name": "opensmile"}, {}),
     "linear": ({"name": "linear", "C": [0.1, 1.0], "inner_folds": 2}, {}),

@@ -3,14 +3,14 @@
 kinds of :mod:`camser.models.base`:
 
 * ``torch`` (:class:`~camser.models.base.SegmentModel`): CA-MSER (``camser``), ``lstm``,
-  ``query2label``, ``multimodal`` — batches of segment features → logits, trained by epochs;
+  ``query2label``, ``multimodal``, and a seed ``ensemble`` of any of them — batches of segment features → logits, trained by epochs;
 * ``sklearn`` (:class:`~camser.models.base.UtteranceModel`): ``mlp``, ``opensmile``,
   ``linear``, ``random`` — one vector per utterance, ``fit`` / ``predict_proba``.
 """
 from __future__ import annotations
 
 # importing a model module registers it
-from . import baselines, camser, classic, multimodal  # noqa: F401
+from . import baselines, camser, classic, ensemble, multimodal  # noqa: F401
 from .base import SegmentModel, UtteranceModel
 from .camser import ABLATIONS, CAMSER, PRESETS, CAMSERConfig, config_from_section
 from .registry import (REGISTRY, ModelRecord, build_model, check_model_section, load_pretrained, model_kind, model_record,

@@ -48,6 +48,19 @@ class SegmentModel(nn.Module):
     config_class: type = object
     optional_inputs: tuple[str, ...] = ()
     pools_segments: bool = False
+    _classes: dict[str, type] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.model_name:
+            SegmentModel._classes[cls.model_name] = cls
+
+    @staticmethod
+    def named(name: str) -> type:
+        """The class whose ``model_name`` is ``name`` (what a saved config.json names)."""
+        if name not in SegmentModel._classes:
+            raise CamserError(f"unknown network {name!r} (known: {', '.join(sorted(SegmentModel._classes))})")
+        return SegmentModel._classes[name]
 
     @property
     def inputs(self) -> tuple[str, ...]:

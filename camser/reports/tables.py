@@ -69,6 +69,11 @@ def comparison_table(rows: list[tuple[str, dict, str]]) -> tuple[str, list[dict]
         run = f"`{e['run_dir']}`" if e["run_dir"] else "–"
         norm = e["normalize"] + (" (transductive)" if e["transductive"] else " (strict)")
         lines.append(f"| {_md_escape(e['name'])} | {norm} | " + " | ".join(cells) + f" | {run} |")
+    if tested:
+        lines += ["", "vs best: each system paired with the best by mean UA on the test utterances both "
+                  "predicted (repeat k of one with repeat k of the other); UA difference in points over "
+                  "those utterances pooled, its 95 % bootstrap interval (utterances resampled), and "
+                  "McNemar's exact p on the utterances exactly one of the two gets right."]
     return "\n".join(lines) + "\n", entries
 
 

@@ -170,7 +170,7 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
     for k in range(cfg.train.ensemble):
         if cfg.train.ensemble > 1:
             log(f"ensemble member {k + 1} of {cfg.train.ensemble} (seed {seed + k})")
-        model, result, batch_fn = train_split(cfg, data, fold, seed + k, fold_dir / _checkpoint_name(k), log,
+        model, result, batch_fn = train_split(cfg, data, fold, seed + k, fold_dir / checkpoint_name(k), log,
                                               ctx.rank, ctx.world, ctx.ddp, normalizer=normalizer)
         logp, e = predict_segments(model, data.stores, test, cfg.train.batch_size, device,
                                    batch_fn=batch_fn, embeddings=True, unit=cfg.train.unit)
@@ -228,7 +228,8 @@ def speaker_metrics(entry: dict, utterances, labels: list[str]) -> dict:
     return per_group_metrics([speaker_of[i] for i in pred["utterance_ids"]], pred["true"], pred["pred"], labels)
 
 
-def _checkpoint_name(member: int) -> str:
+def checkpoint_name(member: int) -> str:
+    """The checkpoint file of ensemble member ``member`` (0: the only one without an ensemble)."""
     return "checkpoint.pt" if member == 0 else f"checkpoint_m{member}.pt"
 
 
@@ -294,7 +295,7 @@ def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_di
             np.savez_compressed(fold_dir / "embeddings.npz", **emb)
         write_json(fold_dir / "result.json", entry)    # written last: marks the fold as done
         for k in range(cfg.train.ensemble):
-            (fold_dir / _checkpoint_name(k)).unlink(missing_ok=True)
+            (fold_dir / checkpoint_name(k)).unlink(missing_ok=True)
     return entry
 
 

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import ExperimentConfig, load_config
-from ..errors import CamserError
+from ..errors import CamserError, ConfigError
 from ..reports.results import versions
-from .cv import data_inputs, fold_normalizer, speaker_statistics, train_split
+from .cv import checkpoint_name, data_inputs, fold_normalizer, speaker_statistics, train_split
 from .experiment import prepare_data
 from ..protocols import training_split
 from ..runtime import resolve_device, torch_threads
 from ..inference.model_dir import EXPERIMENT, META, with_resolved_encoder, write_model_dir
+from ..models.ensemble import Ensemble
 
-CHECKPOINT = "checkpoint.pt"
 
 
 def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None] = print,
@@ -44,6 +44,9 @@ def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str],
     if name not in saveable_models():        # before any training: it could not be saved or loaded
         raise CamserError(f"model.name: {name!r} can't be saved as a model folder yet (no "
                           f"save_pretrained/loader registered; these can: {', '.join(saveable_models())})")
+    if cfg.train.ensemble > 1 and cfg.train.mode == "finetune":
+        raise ConfigError("train.ensemble: a model folder can't hold several fine-tuned encoders; "
+                          "use train.mode: frozen, or train.ensemble: 1")
     if (out / META).exists():
         raise CamserError(f"{out}: already holds a trained model ({META}); choose another --out "
                           "or delete the folder to train again")
@@ -71,11 +74,20 @@ def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
     log(f"training on {len(split.train_ids)} utterances of {len(split.train_speakers)} speakers, "
         f"validating on {len(split.val_ids)} of {', '.join(split.val_speakers)}; labels: {', '.join(data.labels)}")
     stats = speaker_statistics(cfg, data, log)
-    model, result, _ = train_split(cfg, data, split, seed, out / CHECKPOINT, log,
-                                   normalizer=fold_normalizer(cfg, stats, split))
+    members, results = [], []
+    for k in range(cfg.train.ensemble):          # train.ensemble: N members, seeds seed … seed+N−1
+        if cfg.train.ensemble > 1:
+            log(f"ensemble member {k + 1} of {cfg.train.ensemble} (seed {seed + k})")
+        model, result, _ = train_split(cfg, data, split, seed + k, out / checkpoint_name(k), log,
+                                       normalizer=fold_normalizer(cfg, stats, split))
+        members.append(model)
+        results.append(result)
+    model, result = (members[0] if len(members) == 1 else Ensemble.of(members)), results[0]
     training_stats = None if stats is None else stats.corpus_statistics(split.train_speakers + split.val_speakers)
-    meta = save_trained(out, model, cfg, data, split, result, seed, started, training_stats)
-    (out / CHECKPOINT).unlink(missing_ok=True)   # a pickle: never part of a finished folder
+    meta = save_trained(out, model, cfg, data, split, result, seed, started, training_stats,
+                        members=results if len(results) > 1 else None)
+    for k in range(cfg.train.ensemble):           # pickles: never part of a finished folder
+        (out / checkpoint_name(k)).unlink(missing_ok=True)
     wa, ua = (float("nan") if v is None else v for v in (meta["training"]["val_wa"], meta["training"]["val_ua"]))
     log(f"model saved to {out} (best epoch {result.best_epoch} of {result.epochs}; validation "
         f"WA {wa:.3f} UA {ua:.3f})")
@@ -83,11 +95,12 @@ def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
 
 
 def save_trained(out: Path, model, cfg: ExperimentConfig, data, split, result, seed: int,
-                 started: float, normalization=None) -> dict:
+                 started: float, normalization=None, members: list | None = None) -> dict:
     """Write the model folder of a model trained on ``split`` (its train and validation
     speakers are recorded); → the metadata written to ``camser.json``. ``normalization``
     (a :class:`~camser.features.normalize.FrameStatistics`): the training speakers' feature
-    statistics, kept when ``features.normalize`` is on."""
+    statistics, kept when ``features.normalize`` is on. ``members``: the fit results of an
+    ensemble's members (seeds ``seed``, ``seed + 1``, …), recorded in ``training.members``."""
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     meta = {
         "labels": list(data.labels),
@@ -104,7 +117,9 @@ def save_trained(out: Path, model, cfg: ExperimentConfig, data, split, result, s
                    "n_train": len(split.train_ids), "n_val": len(split.val_ids)},
         "training": {"epochs": result.epochs, "best_epoch": result.best_epoch,
                      "val_wa": best.get("val_wa"), "val_ua": best.get("val_ua"),
-                     "wall_s": round(time.time() - started, 1)},
+                     "wall_s": round(time.time() - started, 1),
+                     **({"members": [{"seed": seed + k, "epochs": r.epochs, "best_epoch": r.best_epoch}
+                                     for k, r in enumerate(members)]} if members else {})},
         "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -127,13 +142,14 @@ def _encoder_meta(cfg: ExperimentConfig, stores: dict, model) -> dict | None:
 
 def _drop_stale_checkpoint(out: Path, cfg: ExperimentConfig, log) -> None:
     """A checkpoint left by an interrupted run resumes only under the same configuration."""
-    ckpt, saved = out / CHECKPOINT, out / EXPERIMENT
-    if not ckpt.exists():
+    checkpoints, saved = sorted(out.glob("checkpoint*.pt")), out / EXPERIMENT
+    if not checkpoints:
         return
     try:
         same = saved.is_file() and load_config(saved).to_dict() == cfg.to_dict()
     except CamserError:
         same = False
     if not same:
-        log(f"{ckpt}: left by a run with another configuration; starting over")
-        ckpt.unlink()
+        log(f"{checkpoints[0]}: left by a run with another configuration; starting over")
+        for ckpt in checkpoints:
+            ckpt.unlink()

@@ -1,0 +1,51 @@
+"""Seed ensembles in a model folder: `camser train` with train.ensemble: N saves N members as one
+model, and predict / the ONNX export average their probabilities."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from camser.errors import ConfigError
+from camser.inference.recognizer import EmotionRecognizer
+from camser.models import load_pretrained
+from camser.models.ensemble import Ensemble
+from camser.training.train_model import train_model
+
+
+@pytest.fixture(scope="module")
+def ensemble_folder(tiny_model_folder):
+    out = tiny_model_folder.root / "ensemble"
+    train_model(tiny_model_folder.cfg("train.ensemble=2", "train.max_epochs=1"), out, log=lambda m: None,
+                progress=False)
+    return out
+
+
+def test_train_saves_the_members_as_one_model(ensemble_folder, tiny_model_folder):
+    import json
+    model = load_pretrained(ensemble_folder)
+    assert isinstance(model, Ensemble) and len(model.members) == 2
+    a, b = (dict(m.named_parameters()) for m in model.members)
+    assert any(not torch.equal(a[k], b[k]) for k in a)             # two seeds, two different members
+    meta = json.loads((ensemble_folder / "camser.json").read_text())
+    assert [m["seed"] for m in meta["training"]["members"]] == [0, 1] and meta["model_name"] == "camser"
+    assert not list(ensemble_folder.glob("checkpoint*.pt"))
+
+
+def test_predictions_average_the_members_probabilities(ensemble_folder, tiny_model_folder):
+    rec = EmotionRecognizer.from_pretrained(ensemble_folder, device="cpu")
+    assert isinstance(rec.model, Ensemble)
+    members = [EmotionRecognizer(m.eval(), rec.labels, rec.cfg, device="cpu") for m in rec.model.members]
+    for utterance in tiny_model_folder.utterances[:2]:
+        pred = rec.predict(utterance.path)
+        alone = [m.predict(utterance.path) for m in members]
+        for k, segment in enumerate(pred.segments):        # each segment: the members' mean probability
+            mean = np.mean([[a.segments[k].probabilities[label] for label in rec.labels] for a in alone], 0)
+            np.testing.assert_allclose([segment.probabilities[label] for label in rec.labels], mean, atol=1e-5)
+
+
+def test_an_ensemble_of_finetuned_encoders_is_refused_before_training(tiny_model_folder, tmp_path):
+    cfg = tiny_model_folder.cfg("train.ensemble=2", "train.mode=finetune", "features.ssl.layer=last")
+    with pytest.raises(ConfigError, match="train.ensemble"):
+        train_model(cfg, tmp_path / "m", log=lambda m: None, progress=False)
+    assert not (tmp_path / "m" / "camser.json").exists()
