@@ -253,6 +253,9 @@ class ProtocolConfig:
 class OutputConfig:
     tsne: bool = True
     curves: bool = True
+    # without a progress bar (output not a terminal: nohup, a log file), a line with batch k/n,
+    # elapsed time and ETA at most this often inside an epoch (seconds); 0 → none
+    progress_every_s: float = checked(60.0, ge=0)
 
 
 @dataclass

@@ -8,11 +8,12 @@ from ..config import load_config
 from ..errors import ConfigError
 from ..reports.results import write_json
 from ..reports.tables import comparison_table
+from .compare import system_line
 from .cv import run_cv
 
 
 def run_ablation(config_path, overrides: list[str], out_dir, rows: list[str] | None = None,
-                 log=print) -> tuple[str, list[dict]]:
+                 log=print, progress: bool | None = None) -> tuple[str, list[dict]]:
     from ..models.camser import ABLATIONS
 
     out = Path(out_dir)
@@ -24,9 +25,10 @@ def run_ablation(config_path, overrides: list[str], out_dir, rows: list[str] | N
     for name in names:
         log(f"== ablation row: {name}")
         cfg = load_config(config_path, overrides, data={"model": dict(ABLATIONS[name])})
-        results = run_cv(cfg, out / name, log=log)
+        results = run_cv(cfg, out / name, log=log, progress=progress)
         if results:
             table_rows.append((name, results, str(out / name)))
+            log(system_line(name, cfg.model["name"], results, out / name))
     if not table_rows:          # not rank 0 under torchrun
         return "", []
     markdown, table = comparison_table(table_rows)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..config import load_config
 from ..errors import ConfigError
 from ..reports.results import write_json
-from ..reports.tables import comparison_table
+from ..reports.tables import COLUMNS, comparison_table, mean_std
 from .cv import run_cv
 
 # Sections the folds follow from: they must be equal across the systems compared.
@@ -23,7 +25,20 @@ def _differs(a, b, section: str) -> bool:
     return dataclasses.asdict(getattr(a, section)) != dataclasses.asdict(getattr(b, section))
 
 
-def run_compare(config_paths: list, overrides: list[str], out_dir, log=print) -> tuple[str, list[dict]]:
+def system_line(name: str, model: str, results: dict, run_dir) -> str:
+    """One line per finished system, printed as soon as its cv ends (the table waits for all):
+    model, normalisation, WA/UA/macro-F1 mean ± std in percent, wall time, run folder."""
+    s = results["summary"]
+    scores = "  ".join(f"{title.rstrip(' %')} {mean_std(s.get(f'{key}_mean'), s.get(f'{key}_std'))}"
+                       for key, title in COLUMNS)
+    wall = results.get("wall_s")
+    took = "–" if wall is None else tqdm.format_interval(wall)
+    norm = (results.get("normalize") or {}).get("mode", "none")
+    return f"== {name} done: model {model}, normalisation {norm}: {scores} (%), wall {took}, run {run_dir}"
+
+
+def run_compare(config_paths: list, overrides: list[str], out_dir, log=print,
+                progress: bool | None = None) -> tuple[str, list[dict]]:
     """Run every config (``overrides`` apply to all) and write ``DIR/compare.md`` and
     ``DIR/compare.json``. Configs whose corpus, labels or protocol differ from the first's are
     refused before anything runs: their folds would not be the same."""
@@ -52,10 +67,11 @@ def run_compare(config_paths: list, overrides: list[str], out_dir, log=print) ->
     rows, models = [], {}
     for p, cfg in zip(paths, configs):
         log(f"== {p.stem} (model {cfg.model['name']})")
-        results = run_cv(cfg, out / p.stem, log=log)
+        results = run_cv(cfg, out / p.stem, log=log, progress=progress)
         if results:
             rows.append((p.stem, results, str(out / p.stem)))
             models[p.stem] = cfg.model["name"]
+            log(system_line(p.stem, cfg.model["name"], results, out / p.stem))
     if not rows:                # not rank 0 under torchrun
         return "", []
     markdown, table = comparison_table(rows)

@@ -102,10 +102,13 @@ def fold_normalizer(cfg: ExperimentConfig, stats, fold):
 
 def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, checkpoint: Path | None,
                 log: Callable[[str], None], rank: int = 0, world: int = 1, ddp: bool = False,
-                normalizer=None):
+                normalizer=None, progress: bool | None = None):
     """Build the model under ``seed``, fit its normalisers on ``fold``'s training rows and train
     it with early stopping on ``fold``'s validation speakers (``fold.test_ids`` is not read).
     ``normalizer`` (see :func:`fold_normalizer`) standardises every batch's frame features.
+    ``progress``: the progress bar inside epochs (None: on a terminal only; see
+    :func:`camser.training.trainer.show_bar`); without one, ``output.progress_every_s`` paces
+    the progress lines written to ``log``.
 
     Shared by cross-validation and by ``camser train`` (one split over the whole corpus).
     Returns ``(model, fit_result, batch_fn)``: the unwrapped model on the training device with
@@ -128,7 +131,8 @@ def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, chec
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
     result = fit(wrapped, data.stores, train, val, data.labels, cfg.train, seed,
                  checkpoint=checkpoint, log=log, batch_fn=batch_fn,
-                 rank=rank if ddp else 0, world_size=world if ddp else 1)
+                 rank=rank if ddp else 0, world_size=world if ddp else 1,
+                 progress=progress, progress_every_s=cfg.output.progress_every_s)
     return model, result, batch_fn
 
 
@@ -142,6 +146,7 @@ class RunContext:
     ddp: bool = False                # every fold trained data-parallel over the ranks
     stats: object = None             # torch kind, features.normalize: per-speaker statistics
     matrix: np.ndarray | None = None  # sklearn kind: the utterance vectors of data.utterances
+    progress: bool | None = None     # the progress bar inside epochs (None: on a terminal only)
 
 
 def run_context(cfg: ExperimentConfig, data: PreparedData, log=print, rank: int = 0, world: int = 1,
@@ -171,7 +176,8 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
         if cfg.train.ensemble > 1:
             log(f"ensemble member {k + 1} of {cfg.train.ensemble} (seed {seed + k})")
         model, result, batch_fn = train_split(cfg, data, fold, seed + k, fold_dir / checkpoint_name(k), log,
-                                              ctx.rank, ctx.world, ctx.ddp, normalizer=normalizer)
+                                              ctx.rank, ctx.world, ctx.ddp, normalizer=normalizer,
+                                              progress=ctx.progress)
         logp, e = predict_segments(model, data.stores, test, cfg.train.batch_size, device,
                                    batch_fn=batch_fn, embeddings=True, unit=cfg.train.unit)
         probs = probs + np.exp(logp) / cfg.train.ensemble
@@ -300,9 +306,12 @@ def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_di
 
 
 def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None] = print,
-           progress: bool = True, tracker=None) -> dict:
+           progress: bool | None = None, tracker=None) -> dict:
     """Run the configured protocol; write results.json, the report and the resolved config.
-    What ``log`` receives is also appended to ``out_dir/run.log``; ``tracker`` (a
+    What ``log`` receives is also appended to ``out_dir/run.log`` (progress bars are not);
+    ``progress``: False hides the feature-extraction bar and the bar inside epochs, True forces
+    both, None shows the extraction bar and the epoch bar on a terminal only (elsewhere
+    ``output.progress_every_s`` paces progress lines in the log); ``tracker`` (a
     :class:`camser.tracking.Tracker`, e.g. MLflow) gets the params, curves, metrics and artefacts."""
     from ..tracking import Tracker, run_log
     out = Path(out_dir)
@@ -352,7 +361,7 @@ def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
                           "use another --out, or delete the folder to start over")
 
 
-def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool, on_fold=None) -> dict:
+def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fold=None) -> dict:
     rank, world = _init_distributed(cfg)
     clock = RunClock(out / RunClock.FILE)
     check_same_experiment(cfg, out)
@@ -367,9 +376,10 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool, on_fold=None)
         if rank != 0:
             return {}
         return finalize(cfg, out, folds, labels)        # keeps the wall time the run took
-    data = prepare_data(cfg, data_inputs(cfg), progress=progress and rank == 0)
+    data = prepare_data(cfg, data_inputs(cfg), progress=progress is not False and rank == 0)
     ddp = world > 1 and cfg.train.distribute == "data"
     ctx = run_context(cfg, data, log, rank, world, ddp)
+    ctx.progress = progress if rank == 0 else False      # one bar on a terminal, not one per rank
     jobs = [(fold, r, seed) for fold in folds for r, seed in enumerate(cfg.train.seeds)]
 
     for j, (fold, repeat, seed) in enumerate(jobs):

@@ -79,7 +79,8 @@ def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
         if cfg.train.ensemble > 1:
             log(f"ensemble member {k + 1} of {cfg.train.ensemble} (seed {seed + k})")
         model, result, _ = train_split(cfg, data, split, seed + k, out / checkpoint_name(k), log,
-                                       normalizer=fold_normalizer(cfg, stats, split))
+                                       normalizer=fold_normalizer(cfg, stats, split),
+                                       progress=None if progress else False)
         members.append(model)
         results.append(result)
     model, result = (members[0] if len(members) == 1 else Ensemble.of(members)), results[0]

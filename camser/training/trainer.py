@@ -7,6 +7,8 @@ numbers an uninterrupted run with the same seed gives.
 from __future__ import annotations
 
 import math
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..features.store import KINDS as FRAME_KEYS
@@ -38,11 +41,13 @@ def score_of(metrics: dict, select_on: str) -> float:
 
 @torch.no_grad()
 def predict_segments(model, stores, segs: SegmentSet, batch_size: int, device,
-                     batch_fn: Callable | None = None, embeddings: bool = False, unit: str = "segment"):
+                     batch_fn: Callable | None = None, embeddings: bool = False, unit: str = "segment",
+                     on_batch: Callable[[], None] | None = None):
     """Segment log-probabilities (n_seg, C) and, if asked, the model's embeddings per segment.
     With ``unit="utterance"`` the model sees an utterance's segments together (``owner``) and
     answers per utterance; each segment then carries its utterance's answer, so pooling the
-    segments (:func:`utterance_metrics`) gives the utterance's."""
+    segments (:func:`utterance_metrics`) gives the utterance's. ``on_batch()`` is called after
+    each batch (progress)."""
     model.eval()
     out, embs = [], {}
     batches = UnitBatches(segs, unit, batch_fn or _default_batch)
@@ -60,6 +65,8 @@ def predict_segments(model, stores, segs: SegmentSet, batch_size: int, device,
             logits = model(batch)
         logp = F.log_softmax(logits.float(), dim=-1).cpu()
         out.append((logp if owner is None else logp[owner]).numpy())
+        if on_batch is not None:
+            on_batch()
     logp = np.concatenate(out) if out else np.zeros((0, 0))
     if unit == "utterance":                       # back to the segment order of ``segs``
         order = np.empty(len(segs), dtype=np.int64)
@@ -110,6 +117,60 @@ class UnitBatches:
         batch = self.batch_fn(stores, self.segs, seg_idx)
         batch["owner"] = owner
         return batch, self.labels[idx], owner
+
+
+def n_batches(n_examples: int, batch_size: int) -> int:
+    return -(-n_examples // batch_size)
+
+
+def show_bar(progress: bool | None) -> bool:
+    """Whether to draw a live progress bar: ``progress`` True/False forces it on/off; None →
+    only on an interactive terminal (stderr a tty), so log files, CI and tests get none."""
+    return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+class PassProgress:
+    """Progress through one pass over batches (an epoch's training, a validation pass): with
+    ``bar``, a tqdm bar with ETA on stderr (the terminal only: never in ``log``, so not in
+    run.log); otherwise, when ``every_s > 0``, a plain line through ``log`` at most every
+    ``every_s`` seconds (batch k/n, elapsed, ETA, running loss), so that a long epoch written to
+    a file is not silent either. It reads a clock, never a random generator: no number changes."""
+
+    clock = staticmethod(time.monotonic)        # tests substitute a fake clock
+
+    def __init__(self, what: str, total: int, log: Callable[[str], None], bar: bool, every_s: float):
+        self.what, self.total, self.log, self.every_s = what, total, log, every_s
+        self.done = 0
+        self.started = self.last = self.clock()
+        self.bar = (tqdm(total=total, desc=what, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
+                    if bar else None)
+
+    def __enter__(self) -> "PassProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, loss: float | None = None) -> None:
+        """One more batch done; ``loss``: the running mean training loss."""
+        self.done += 1
+        if self.bar is not None:
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            self.bar.update()
+            return
+        if self.every_s <= 0 or self.done >= self.total:     # the epoch's own line follows the last batch
+            return
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        elapsed = now - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        loss_part = "" if loss is None else f", loss {loss:.4f}"
+        self.log(f"{self.what}: batch {self.done}/{self.total} ({100 * self.done // self.total}%), "
+                 f"{tqdm.format_interval(elapsed)} elapsed, ETA {tqdm.format_interval(eta)}{loss_part}")
 
 
 def _default_batch(stores, segs: SegmentSet, idx: np.ndarray) -> dict:
@@ -230,14 +291,19 @@ def train_step(model, batch: dict, target: torch.Tensor, optim: torch.optim.Opti
 def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cfg: TrainConfig,
         seed: int, checkpoint: Path | None = None, log: Callable[[str], None] = print,
         batch_fn: Callable | None = None, rank: int = 0, world_size: int = 1,
-        max_epochs: int | None = None) -> FitResult:
+        max_epochs: int | None = None, progress: bool | None = None,
+        progress_every_s: float = 0.0) -> FitResult:
     """Train ``model`` (already built under ``seed``) with early stopping on ``val``.
 
     With ``world_size > 1`` the model must be wrapped in DistributedDataParallel; every rank
     takes its share of each batch, rank 0 alone writes checkpoints. ``batch_fn(stores, segs,
     idx)`` builds batches (default: cached features). With ``cfg.keep == "last"``, or an empty
     ``val``, every epoch up to ``max_epochs`` (default ``cfg.max_epochs``) runs and the last one
-    is kept (validation, if any, is still scored for the history)."""
+    is kept (validation, if any, is still scored for the history).
+
+    Inside an epoch (rank 0 only), training and validation show a progress bar with ETA when
+    :func:`show_bar` (``progress``) says so, else a line through ``log`` at most every
+    ``progress_every_s`` seconds (0: none); see :class:`PassProgress`."""
     device = resolve_device(cfg.device)
     core = getattr(model, "module", model)          # the model inside DDP
     params = [p for p in model.parameters() if p.requires_grad]
@@ -246,7 +312,10 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
     batch_fn = batch_fn or _default_batch
     examples = UnitBatches(train, cfg.unit, batch_fn)
     n_epochs = max_epochs or cfg.max_epochs
-    steps_per_epoch = -(-examples.n_examples // cfg.batch_size)
+    steps_per_epoch = n_batches(examples.n_examples, cfg.batch_size)
+    val_batches = n_batches(UnitBatches(val, cfg.unit, batch_fn).n_examples, cfg.batch_size)
+    # what PassProgress gets: log, bar, every_s (other DDP ranks stay quiet inside epochs)
+    shown = (log, show_bar(progress) and rank == 0, progress_every_s if rank == 0 else 0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optim, lambda step: lr_factor(step, steps_per_epoch, cfg))
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
              "best_state": {k: v.detach().clone() for k, v in core.state_dict().items()}}
@@ -267,16 +336,20 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
         epoch = state["epoch"] + 1
         model.train()
         total, count = 0.0, 0
-        for idx in with_prefetch(iterate_batches(examples.n_examples, cfg.batch_size, gen, rank, world_size),
-                                 stores, examples.segment_view):
-            batch, target, _ = examples(stores, idx)
-            loss = train_step(model, batch, torch.from_numpy(target), optim, cfg, device)
-            scheduler.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
+        with PassProgress(f"training epoch {epoch}", steps_per_epoch, *shown) as meter:
+            for idx in with_prefetch(iterate_batches(examples.n_examples, cfg.batch_size, gen, rank, world_size),
+                                     stores, examples.segment_view):
+                batch, target, _ = examples(stores, idx)
+                loss = train_step(model, batch, torch.from_numpy(target), optim, cfg, device)
+                scheduler.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+                meter.update(loss=total / count)
         record = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": scheduler.get_last_lr()[0]}
         if len(val):
-            logp = predict_segments(core, stores, val, cfg.batch_size, device, batch_fn, unit=cfg.unit)
+            with PassProgress(f"validation after epoch {epoch}", val_batches, *shown) as meter:
+                logp = predict_segments(core, stores, val, cfg.batch_size, device, batch_fn, unit=cfg.unit,
+                                        on_batch=meter.update)
             val_loss = float(-logp[np.arange(len(val)), val.labels].mean())
             metrics, *_ = utterance_metrics(logp, val, labels)
             score = score_of(metrics, cfg.select_on)
