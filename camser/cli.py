@@ -69,9 +69,11 @@ def cmd_features(a) -> int:
     cfg = load_config(a.config, a.overrides, data={"corpus": {"prepared": str(a.dir)}})
     from .training.experiment import default_cache_dir, load_utterances
     from .features.extract import extract_features
+    from .runtime import init_distributed
+    rank, world = init_distributed()         # under torchrun each rank extracts a share of the rows
     utterances, labels = load_utterances(cfg)
-    stores = extract_features(utterances, cfg, default_cache_dir(cfg), progress=True)
-    for kind, store in stores.items():
+    stores = extract_features(utterances, cfg, default_cache_dir(cfg), progress=True, rank=rank, world=world)
+    for kind, store in stores.items() if rank == 0 else ():
         print(f"{kind:12s} {tuple(store.array.shape)} {store.array.dtype}  {store.path}")
     return 0
 
@@ -246,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-duration", type=float, default=0.1, help="skip files shorter than this (s)")
     s.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser("features", help="extract (or reuse) the cached features of a prepared corpus")
+    s = sub.add_parser("features", help="extract (or reuse) the cached features of a prepared corpus",
+                       description="Extract (or reuse, or resume) the cached features of a prepared corpus. Under "
+                                   "torchrun every rank computes a share of the rows into the same cache.")
     s.add_argument("dir", type=Path, help="folder written by `camser prepare`")
     s.add_argument("--config", default=None, help="experiment YAML (features, segments, audio sections); "
                    "none: the built-in defaults (mfcc, spectrogram and facebook/wav2vec2-base frames)")

@@ -120,12 +120,18 @@ def test_cv_cli_and_two_process_ddp(workspace, tmp_path):
     config = str(Path(__file__).parents[1] / "camser/configs/demo.yaml")
     single = _cli("cv", config, "--out", str(tmp_path / "single"), *sets)
     assert single.returncode == 0, single.stderr[-2000:]
+    logs = tmp_path / "logs"                  # each rank's stdout and stderr: <run>/attempt_0/<rank>/
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_port=29517", "-m", "camser.cli", "cv", config, "--out", str(tmp_path / "ddp"),
-                          *sets], capture_output=True, text=True)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+                          "--master_port=29517", "--log-dir", str(logs), "--redirects", "3",
+                          "-m", "camser.cli", "cv", config, "--out", str(tmp_path / "ddp"), *sets],
+                         capture_output=True, text=True)
+    rank_output = ["".join(f.read_text() for f in sorted(logs.glob(f"*/attempt_0/{rank}/std*.log")))
+                   for rank in (0, 1)]
+    assert ddp.returncode == 0, (ddp.stderr + rank_output[0])[-3000:]
     r = json.loads((tmp_path / "ddp/results.json").read_text())
     assert len(r["folds"]) == 1 and 0 <= r["summary"]["ua_mean"] <= 1
+    assert "epoch   1" in rank_output[0] and "WA" in rank_output[0]
+    assert rank_output[1] == ""                # only rank 0 prints
 
 
 def test_cli_user_mistakes_are_one_line(tmp_path):

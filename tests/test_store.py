@@ -267,6 +267,38 @@ def test_create_resumes_matching_store_and_restarts_a_different_one(tmp_path):
     assert not other.done.any() and other.array.shape == (4, 3)
 
 
+def test_ranks_keep_own_done_masks_and_finalize_merges_them_into_the_one_process_folder(tmp_path):
+    values = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    alone = FeatureStore.create(tmp_path / "alone", "mfcc", _index(6), (3,), "float16", hash="1")
+    alone.write([4, 0, 1, 5, 2, 3], values[[4, 0, 1, 5, 2, 3]])     # any order, cast on the way
+    alone.mark_done(range(6))
+    alone.finalize()
+
+    path = tmp_path / "shared"
+    with pytest.raises(CamserError, match="rank 1 found no store"):
+        FeatureStore.create(path, "mfcc", _index(6), (3,), "float16", hash="1", rank=1)
+    r0 = FeatureStore.create(path, "mfcc", _index(6), (3,), "float16", hash="1", rank=0)
+    r1 = FeatureStore.create(path, "mfcc", _index(6), (3,), "float16", hash="1", rank=1)
+    r0.write(slice(0, 2), values[:2])
+    r1.write([3, 5], values[[3, 5]])
+    for store, rows in ((r0, [0, 1]), (r1, [3, 5])):
+        store.mark_done(rows)
+        store.flush()
+    assert sorted(p.name for p in path.glob("done*")) == [DONE, "done.rank0.npy", "done.rank1.npy"]
+    assert not np.load(path / DONE).any()                 # no rank rewrites the shared mask
+    assert FeatureStore.open(path, allow_incomplete=True).done.tolist() == [1, 1, 0, 1, 0, 1]
+    with pytest.raises(CamserError, match="2 of 6 rows were not computed"):
+        r0.finalize()
+    resumed = FeatureStore.create(path, "mfcc", _index(6), (3,), "float16", hash="1")   # one process, later
+    assert resumed.done.tolist() == [1, 1, 0, 1, 0, 1]
+    resumed.write([2, 4], values[[2, 4]])
+    resumed.mark_done([2, 4])
+    resumed.finalize()
+    assert sorted(p.name for p in path.iterdir()) == sorted(p.name for p in (tmp_path / "alone").iterdir())
+    for f in (tmp_path / "alone").iterdir():
+        assert (path / f.name).read_bytes() == f.read_bytes(), f.name
+
+
 def test_duplicate_ids_and_unknown_kinds_are_errors(corpus, tiny_w2v, tmp_path):
     cfg = _cfg(tiny_w2v)
     with pytest.raises(CamserError, match="more than once"):

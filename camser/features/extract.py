@@ -6,6 +6,12 @@ configuration hash are reused without touching the audio; an interrupted extract
 from the last flushed batch and ends with exactly the arrays an uninterrupted run gives (SSL
 batches are fixed row ranges ``[k·B, (k+1)·B)`` of the segment table, so resuming never
 changes which segments are encoded together).
+
+Under ``torchrun`` every rank calls it with its ``rank`` and ``world``: rank 0 creates the
+stores, then each rank computes one contiguous share of the rows still to do, into the same
+files (one shared cache folder for every node), and rank 0 finalises once all are done. Shares
+never split an utterance (per-utterance kinds) or an SSL batch, so the stores are byte for
+byte those one process writes; a resumed run shares out what is left, whatever its world size.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from tqdm.auto import tqdm
 from ..audio import load_audio, unreadable_reason
 from ..config import ExperimentConfig
 from ..errors import AudioError, CamserError
+from ..runtime import wait_for_all_ranks
 from ..segments import cut, segment_utterance
 from ..types import Segment, Utterance
 from .chroma import chroma_segments
@@ -129,13 +136,16 @@ def compute_features(y: np.ndarray, segments: Sequence[Segment], cfg: Experiment
 
 def extract_features(utterances: Sequence[Utterance], cfg: ExperimentConfig, cache_dir: str | Path,
                      kinds: Sequence[str] | None = None, progress: bool = True, device: str = "cpu",
-                     encoder: SSLEncoder | None = None) -> dict[str, FeatureStore]:
+                     encoder: SSLEncoder | None = None, rank: int = 0, world: int = 1) -> dict[str, FeatureStore]:
     """Compute (or find in ``cache_dir``) the features of every segment of ``utterances``.
 
     ``kinds`` defaults to ``cfg.features.kinds``. Each file is loaded once at
     ``cfg.audio.sample_rate`` Hz, pre-emphasised if ``cfg.audio.pre_emphasis > 0`` and cut into
     ``cfg.segments`` windows; SSL segments are encoded ``cfg.features.ssl.batch_size`` at a time
     on ``device`` (or by ``encoder``, if given). Returns ``{kind: complete FeatureStore}``.
+    ``world > 1``: every one of ``world`` processes (torchrun's ranks) calls it with the same
+    arguments and its ``rank``, and computes its share (module docstring); rank 0 alone shows
+    progress.
     """
     kinds = list(dict.fromkeys(kinds if kinds is not None else cfg.features.kinds))
     for kind in kinds:
@@ -168,16 +178,54 @@ def extract_features(utterances: Sequence[Utterance], cfg: ExperimentConfig, cac
         encoder = SSLEncoder(cfg.features.ssl, seg_len, device=device, sample_rate=cfg.audio.sample_rate)
     if "ssl" in todo and encoder.segment_samples != seg_len:
         raise ValueError(f"encoder built for {encoder.segment_samples}-sample segments, config says {seg_len}")
-    writers = {kind: _create_store(kind, path, h, table, utterances, cfg, encoder)
-               for kind, (path, h) in todo.items()}
-    _run(utterances, table, lengths, offsets, cfg, writers, encoder, progress)
-    for kind, w in writers.items():
-        stores[kind] = w.finalize()
+    writers = _open_writers(todo, table, utterances, cfg, encoder, rank, world)
+    owned = _shares(writers, offsets, max(1, cfg.features.ssl.batch_size), rank, world)
+    _run(utterances, table, lengths, offsets, cfg, writers, owned, encoder, progress and rank == 0)
+    if world > 1:
+        wait_for_all_ranks()                 # every share flushed
+    if rank == 0:
+        stores.update({kind: w.finalize() for kind, w in writers.items()})
+    if world > 1:
+        wait_for_all_ranks()                 # finalised
+        stores.update({kind: FeatureStore.open(w.path) for kind, w in writers.items()})
     return {kind: stores[kind] for kind in kinds}
 
 
+def _open_writers(todo: dict[str, tuple[Path, str]], table, utterances, cfg, encoder, rank: int,
+                  world: int) -> dict[str, FeatureStore]:
+    """Rank 0 creates (or resumes) the stores, then the other ranks open them; no rank writes a
+    row before every rank has read the done masks (they must agree on the shares)."""
+    def create(r):
+        return {kind: _create_store(kind, path, h, table, utterances, cfg, encoder, r)
+                for kind, (path, h) in todo.items()}
+    if world == 1:
+        return create(None)
+    writers = create(0) if rank == 0 else None
+    wait_for_all_ranks()
+    writers = writers or create(rank)
+    wait_for_all_ranks()
+    return writers
+
+
+def _shares(writers: dict[str, FeatureStore], first_row: list[int], ssl_batch: int, rank: int,
+            world: int) -> dict[str, np.ndarray]:
+    """``{kind: rows this rank computes}`` (boolean masks). The rows still to do, counted once
+    per kind, are cut into ``world`` contiguous shares of about equal work; each unit of work —
+    an utterance for the per-utterance kinds, a batch ``[k·B, (k+1)·B)`` for ssl — goes whole to
+    the share its first row falls in, so it is computed exactly as one process computes it."""
+    n = first_row[-1]
+    work = np.cumsum(sum((~w.done).astype(np.int64) for w in writers.values()))
+    cuts = np.searchsorted(work, work[-1] * np.arange(1, world) / world, side="right")
+    owned = {}
+    for kind in writers:
+        starts = np.arange(0, n, ssl_batch) if kind == "ssl" else np.asarray(first_row[:-1])
+        mine = np.searchsorted(cuts, starts, side="right") == rank
+        owned[kind] = np.repeat(mine, np.diff(np.append(starts, n)))
+    return owned
+
+
 def _create_store(kind: str, path: Path, h: str, table: list[Segment], utterances: Sequence[Utterance],
-                  cfg: ExperimentConfig, encoder: SSLEncoder | None) -> FeatureStore:
+                  cfg: ExperimentConfig, encoder: SSLEncoder | None, rank: int | None) -> FeatureStore:
     if kind == "ssl":
         shape, dtype = encoder.output_shape, np.dtype(cfg.features.ssl.dtype)
         if dtype not in (np.float16, np.float32):
@@ -191,12 +239,14 @@ def _create_store(kind: str, path: Path, h: str, table: list[Segment], utterance
     extra["corpus"] = {"n_utterances": len(utterances), "n_segments": len(table),
                        "fingerprint": corpus_fingerprint(utterances)}
     extra["sample_rate"] = cfg.audio.sample_rate
-    return FeatureStore.create(path, kind, table, shape, dtype, config=kind_config(kind, cfg), hash=h, extra=extra)
+    return FeatureStore.create(path, kind, table, shape, dtype, config=kind_config(kind, cfg), hash=h, extra=extra,
+                               rank=rank)
 
 
-def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureStore], encoder,
-         progress: bool) -> None:
-    """The single pass: load → prepare → per-utterance kinds → SSL rows into fixed batches."""
+def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureStore],
+         owned: dict[str, np.ndarray], encoder, progress: bool) -> None:
+    """The single pass over this rank's ``owned`` rows still to do: load → prepare →
+    per-utterance kinds → SSL rows into fixed batches."""
     sr = cfg.audio.sample_rate
     bs = max(1, cfg.features.ssl.batch_size)
     local = [k for k in writers if k != "ssl"]
@@ -218,8 +268,8 @@ def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureS
         pending.clear()
         flush_all()
 
-    needed = [i for i, u in enumerate(utterances)
-              if any(not w.done[first_row[i]:first_row[i + 1]].all() for w in writers.values())]
+    todo = {kind: owned[kind] & ~w.done for kind, w in writers.items()}
+    needed = [i for i in range(len(utterances)) if any(t[first_row[i]:first_row[i + 1]].any() for t in todo.values())]
     since_flush = 0
     try:
         for i in tqdm(needed, desc="features", unit="utt", disable=not progress):
@@ -227,13 +277,13 @@ def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureS
             segs = table[lo:hi]
             y = load_audio(u.path, sr=sr, min_duration_s=cfg.audio.min_duration_s)
             y = prepare_waveform(y, cfg, n_samples=lengths[i])
-            kinds_now = [k for k in local if not writers[k].done[lo:hi].all()]
+            kinds_now = [k for k in local if todo[k][lo:hi].any()]
             for kind, values in compute_features(y, segs, cfg, kinds_now).items():
                 writers[kind].write(slice(lo, hi), values)
                 writers[kind].mark_done(slice(lo, hi))
             if ssl is not None:
                 for row in range(lo, hi):
-                    if ssl.done[row]:
+                    if not todo["ssl"][row]:
                         continue
                     if pending and pending[0][0] // bs != row // bs:
                         encode_pending()

@@ -8,6 +8,13 @@ A store is a folder ``<cache_dir>/<kind>-<hash>/``::
     done.npy     per-row done mask, rewritten atomically during extraction (resume point)
     COMPLETE     written last (temporary name, fsync, rename): only then is the store readable
 
+A sharded extraction (several processes, see :mod:`camser.features.extract`) writes the rows
+of ``data.npy`` in place from every process and keeps one done mask per process,
+``done.rank<k>.npy``, so no file is rewritten by two processes; the done rows are the union of
+every mask present (a resumed run, with any number of processes, starts from all of them), and
+finalising merges them into ``done.npy`` and removes them, so the finished folder is the same,
+byte for byte, as one process makes.
+
 The hash covers everything the numbers depend on — the corpus (ordered utterance ids, paths,
 durations), the audio and segment settings and the kind's feature settings — so a changed
 configuration gets a new folder and an unchanged one is found again.
@@ -33,6 +40,7 @@ from ..fileio import write_bytes
 
 FORMAT_VERSION = 1          # bump when the feature computation changes: old caches are not reused
 DATA, INDEX, META, DONE, MARKER = "data.npy", "index.csv", "meta.json", "done.npy", "COMPLETE"
+RANK_DONE = "done.rank{}.npy"           # one process's done mask in a sharded extraction
 
 
 # ---------------------------------------------------------------------- naming
@@ -116,13 +124,16 @@ class FeatureStore:
         self.array = array
         self.done = done
         self.writable = writable
+        self.done_name = DONE                       # the mask file this writer flushes
         self._rows: dict[str, list[int]] | None = None
         self._row_of: dict[tuple[str, int], int] | None = None
         self._fd: int | None = None                 # for read_rows
+        self._wfd: int | None = None                # for write
 
     def __del__(self):
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        for fd in (getattr(self, "_fd", None), getattr(self, "_wfd", None)):
+            if fd is not None:
+                os.close(fd)
 
     # ------------------------------------------------------------------ opening
 
@@ -147,20 +158,20 @@ class FeatureStore:
         meta = json.loads((path / META).read_text())
         index = _read_index(path / INDEX)
         array = np.load(path / DATA, mmap_mode="r")
-        if complete:
-            done = np.ones(len(index), dtype=bool)
-        else:
-            done = np.load(path / DONE) if (path / DONE).is_file() else np.zeros(len(index), dtype=bool)
+        done = np.ones(len(index), dtype=bool) if complete else _read_done(path, len(index), need_main=False)
         return cls(path, meta, index, array, done, writable=False)
 
     @classmethod
     def create(cls, path: str | Path, kind: str, index: Sequence[Segment], row_shape: Sequence[int],
                dtype: str | np.dtype, config: dict | None = None, hash: str | None = None,
-               extra: dict | None = None) -> "FeatureStore":
+               extra: dict | None = None, rank: int | None = None) -> "FeatureStore":
         """Open ``path`` for writing ``len(index)`` rows of ``row_shape``.
 
         An unfinished store with the same kind, hash, shape, dtype and index is resumed (its done
-        rows kept); anything else there is cleared. A complete store is returned read-only."""
+        rows kept); anything else there is cleared. A complete store is returned read-only.
+        ``rank`` (one of several processes writing the store): this writer keeps its done marks in
+        ``done.rank<k>.npy``; rank 0 creates or clears the folder, the others (called after it)
+        only open what it made."""
         path = Path(path)
         index = list(index)
         shape = [len(index), *map(int, row_shape)]
@@ -171,18 +182,21 @@ class FeatureStore:
             return cls.open(path)
         if not index:
             raise CamserError(f"{path}: nothing to store (no segments)")
-        resumed = cls._try_resume(path, meta, index)
-        if resumed is not None:
-            return resumed
-        if path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True)
-        _atomic_write(path / META, json.dumps(meta, indent=2, default=str).encode())
-        _atomic_write(path / INDEX, _index_csv(index).encode())
-        array = np.lib.format.open_memmap(path / DATA, mode="w+", dtype=dtype, shape=tuple(shape))
-        done = np.zeros(len(index), dtype=bool)
-        store = cls(path, meta, index, array, done, writable=True)
-        store.flush()
+        store = cls._try_resume(path, meta, index)
+        if store is None and rank:
+            raise CamserError(f"{path}: rank {rank} found no store to write into (rank 0 creates it first)")
+        if store is None:
+            if path.exists():
+                shutil.rmtree(path)
+            path.mkdir(parents=True)
+            _atomic_write(path / META, json.dumps(meta, indent=2, default=str).encode())
+            _atomic_write(path / INDEX, _index_csv(index).encode())
+            np.lib.format.open_memmap(path / DATA, mode="w+", dtype=dtype, shape=tuple(shape))  # the file
+            store = cls(path, meta, index, np.load(path / DATA, mmap_mode="r"),
+                        np.zeros(len(index), dtype=bool), writable=True)
+            store.flush()                           # done.npy: the folder is whole from here on
+        if rank is not None:
+            store.done_name = RANK_DONE.format(rank)
         return store
 
     @classmethod
@@ -192,13 +206,13 @@ class FeatureStore:
             same = all(old.get(k) == meta[k] for k in ("format_version", "kind", "shape", "dtype", "hash"))
             if not same or _read_index(path / INDEX) != index:
                 return None
-            array = np.lib.format.open_memmap(path / DATA, mode="r+")
-            done = np.load(path / DONE)
-            if list(array.shape) != meta["shape"] or array.dtype.name != meta["dtype"] or done.shape != (len(index),):
+            array = np.load(path / DATA, mmap_mode="r")
+            done = _read_done(path, len(index), need_main=True)
+            if list(array.shape) != meta["shape"] or array.dtype.name != meta["dtype"]:
                 return None
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             return None
-        return cls(path, old, index, array, done.astype(bool), writable=True)
+        return cls(path, old, index, array, done, writable=True)
 
     # ------------------------------------------------------------------ reading
 
@@ -266,9 +280,8 @@ class FeatureStore:
             return
         fd, row_bytes = self._file(), self._row_bytes
         rows = np.asarray(rows, dtype=np.int64)
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1          # runs of consecutive rows: one call each
-        for run in np.split(rows, breaks):
-            os.posix_fadvise(fd, arr.offset + int(run[0]) * row_bytes, len(run) * row_bytes,
+        for start, stop in _runs(rows):                  # one call per run of consecutive rows
+            os.posix_fadvise(fd, arr.offset + int(rows[start]) * row_bytes, (stop - start) * row_bytes,
                              os.POSIX_FADV_WILLNEED)
 
     def rows_of(self, utterance_id: str) -> list[int]:
@@ -293,9 +306,25 @@ class FeatureStore:
     # ------------------------------------------------------------------ writing
 
     def write(self, rows: Sequence[int] | slice, values: np.ndarray) -> None:
-        """Put ``values`` into ``rows`` (cast to the store dtype). Not yet marked done."""
+        """Put ``values`` into ``rows`` (cast to the store dtype). Not yet marked done.
+
+        Positioned writes of the rows' bytes, not stores through the memory map: a mapped page is
+        written back whole, so processes on two machines sharing a page of a network file system
+        would overwrite each other's neighbouring rows."""
         self._check_writable()
-        self.array[rows] = values
+        rows = np.arange(len(self))[rows] if isinstance(rows, slice) else np.asarray(list(rows), dtype=np.int64)
+        if not len(rows):
+            return
+        values = np.ascontiguousarray(np.broadcast_to(np.asarray(values).astype(self.dtype, copy=False),
+                                                      (len(rows), *self.shape[1:])))
+        if self._wfd is None:
+            self._wfd = os.open(self.path / DATA, os.O_WRONLY)
+        flat, row_bytes = values.reshape(len(rows), -1).view(np.uint8), self._row_bytes
+        for start, stop in _runs(rows):
+            view, at = memoryview(flat[start:stop]).cast("B"), self.array.offset + int(rows[start]) * row_bytes
+            while view:
+                n = os.pwrite(self._wfd, view, at)
+                view, at = view[n:], at + n
 
     def mark_done(self, rows: Iterable[int] | slice) -> None:
         self._check_writable()
@@ -305,20 +334,31 @@ class FeatureStore:
         """Data to disk first, then the done mask (atomically): a row is never recorded as done
         before its numbers are on disk, so a killed extraction resumes from a consistent point."""
         self._check_writable()
-        self.array.flush()
+        if self._wfd is not None:
+            os.fsync(self._wfd)
         buf = io.BytesIO()
         np.save(buf, self.done)
-        _atomic_write(self.path / DONE, buf.getvalue())
+        _atomic_write(self.path / self.done_name, buf.getvalue())
 
     def finalize(self) -> "FeatureStore":
-        """Flush and write the completion marker (last); returns the store opened read-only."""
-        self._check_writable()
+        """Flush, merge every rank's done mask into ``done.npy`` (a sharded extraction: called by
+        one process once all have flushed) and write the completion marker (last); returns the
+        store opened read-only."""
+        self.flush()
+        self.done = _read_done(self.path, len(self), need_main=False)
         if not self.done.all():
             missing = int((~self.done).sum())
             raise CamserError(f"{self.path}: {missing} of {len(self)} rows were not computed")
-        self.flush()
+        if self.done_name != DONE:
+            self.done_name = DONE
+            self.flush()
+        for f in self.path.glob(RANK_DONE.format("*")):   # merged into done.npy above
+            f.unlink()
         _atomic_write(self.path / MARKER, b"complete\n")
         self.writable = False
+        if self._wfd is not None:
+            os.close(self._wfd)
+            self._wfd = None
         return FeatureStore.open(self.path)
 
     def _check_writable(self) -> None:
@@ -342,6 +382,27 @@ def _read_index(path: Path) -> list[Segment]:
         reader = csv.DictReader(f)
         return [Segment(row["utterance_id"], int(row["segment_index"]), int(row["start"]), int(row["end"]))
                 for row in reader]
+
+
+def _read_done(path: Path, n: int, need_main: bool) -> np.ndarray:
+    """The done rows of an unfinished store: the union of ``done.npy`` and every rank's mask.
+    ``need_main``: a folder without ``done.npy`` was never fully created (FileNotFoundError)."""
+    files = sorted(path.glob(RANK_DONE.format("*")))
+    if need_main or (path / DONE).is_file():
+        files.insert(0, path / DONE)
+    done = np.zeros(n, dtype=bool)
+    for f in files:
+        mask = np.load(f)
+        if mask.shape != (n,):
+            raise ValueError(f"{f}: {mask.shape} rows, expected {n}")
+        done |= mask.astype(bool)
+    return done
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` positions in ``rows`` of its runs of consecutive values."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return list(zip([0, *breaks.tolist()], [*breaks.tolist(), len(rows)]))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

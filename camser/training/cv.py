@@ -7,7 +7,6 @@ Under ``torchrun`` (WORLD_SIZE > 1) either every fold is trained data-parallel w
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,20 +26,8 @@ from ..features.batches import (AudioBatches, NormalizedBatches, feature_dims, n
 from ..metrics import compute_metrics, per_group_metrics, seed_summary
 from .experiment import PreparedData, load_utterances, prepare_data
 from ..protocols import make_folds
-from ..runtime import resolve_device, torch_threads
+from ..runtime import init_distributed, rank_and_world, resolve_device, torch_threads
 from .trainer import _default_batch, fit, predict_segments, utterance_metrics
-
-
-def _dist_info() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _init_distributed(cfg: ExperimentConfig):
-    rank, world = _dist_info()
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if resolve_device(cfg.train.device).type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend)
-    return rank, world
 
 
 def data_inputs(cfg: ExperimentConfig) -> set[str]:
@@ -313,13 +300,13 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None
     both, None shows the extraction bar and the epoch bar on a terminal only (elsewhere
     ``output.progress_every_s`` paces progress lines in the log); ``tracker`` (a
     :class:`camser.tracking.Tracker`, e.g. MLflow) gets the params, curves, metrics and artefacts."""
-    from ..tracking import Tracker, run_log
+    from ..tracking import Tracker
     out = Path(out_dir)
     created = not out.exists()
     check_same_experiment(cfg, out)          # before a tracked run is opened (and marked failed)
     out.mkdir(parents=True, exist_ok=True)
-    rank, _ = _dist_info()
-    log = run_log(out / "run.log", log, header=f"camser cv into {out}") if rank == 0 else log
+    rank, _ = rank_and_world()
+    log = rank_log(out, rank, cfg.train.distribute, log, header=f"camser cv into {out}")
     tracker = tracker if tracker is not None and rank == 0 else Tracker()
     try:
         with torch_threads(cfg.train.num_threads), tracker.cv_run(cfg, out, log=log) as track:
@@ -333,6 +320,19 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str], None
         if created and rank == 0 and not (out / "folds").exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def rank_log(out: Path, rank: int, distribute: str, log: Callable[[str], None], header: str):
+    """What a rank logs to: rank 0 prints and appends to ``run.log``; under torchrun the others
+    print nothing — with ``distribute: folds`` they keep their own folds' lines in
+    ``run.rank<k>.log`` (a file of their own: appends from several machines to one file of a
+    network file system may overwrite each other)."""
+    from ..tracking import run_log
+    if rank == 0:
+        return run_log(out / "run.log", log, header=header)
+    if distribute == "folds":
+        return run_log(out / f"run.rank{rank}.log", lambda _: None, header=header)
+    return lambda _: None
 
 
 # Settings that may change between a run and its resumption: they choose which folds run, where
@@ -362,7 +362,7 @@ def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
 
 
 def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fold=None) -> dict:
-    rank, world = _init_distributed(cfg)
+    rank, world = init_distributed(cfg.train.device)
     clock = RunClock(out / RunClock.FILE)
     check_same_experiment(cfg, out)
     if rank == 0:
@@ -376,7 +376,7 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fol
         if rank != 0:
             return {}
         return finalize(cfg, out, folds, labels)        # keeps the wall time the run took
-    data = prepare_data(cfg, data_inputs(cfg), progress=progress is not False and rank == 0)
+    data = prepare_data(cfg, data_inputs(cfg), progress=progress is not False, rank=rank, world=world)
     ddp = world > 1 and cfg.train.distribute == "data"
     ctx = run_context(cfg, data, log, rank, world, ddp)
     ctx.progress = progress if rank == 0 else False      # one bar on a terminal, not one per rank

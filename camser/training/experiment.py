@@ -47,17 +47,27 @@ def load_utterances(cfg: ExperimentConfig) -> tuple[list[Utterance], list[str]]:
     return utterances, labels
 
 
-def prepare_data(cfg: ExperimentConfig, input_keys: set[str] | None = None, progress: bool = True) -> PreparedData:
+def prepare_data(cfg: ExperimentConfig, input_keys: set[str] | None = None, progress: bool = True,
+                 rank: int = 0, world: int = 1) -> PreparedData:
     """Load the corpus and extract (or reuse) the features the model reads: the segment stores
     of ``input_keys`` (batch keys; None = ``features.kinds``) and the utterance-level stores the
-    configured model prepares for itself (text embeddings, openSMILE functionals)."""
+    configured model prepares for itself (text embeddings, openSMILE functionals).
+
+    Under torchrun every rank calls it (``rank`` of ``world``): the segment stores are
+    extracted in shares, one per rank; the utterance-level ones by rank 0 while the others wait."""
     from ..features.extract import extract_features   # heavy imports only when needed
     from ..models import prepare_utterance_inputs
+    from ..runtime import wait_for_all_ranks
 
     utterances, labels = load_utterances(cfg)
     kinds = ([k for k in sorted(input_keys) if k in KINDS] if input_keys is not None
              else list(cfg.features.kinds))
     cache = default_cache_dir(cfg)
-    stores = extract_features(utterances, cfg, cache, kinds=kinds, progress=progress)
-    return PreparedData(utterances, labels, stores,
-                        prepare_utterance_inputs(cfg, utterances, cache, progress=progress))
+    progress = progress and rank == 0
+    stores = extract_features(utterances, cfg, cache, kinds=kinds, progress=progress, rank=rank, world=world)
+    if rank > 0:
+        wait_for_all_ranks()                 # rank 0 writes them; the others then find them complete
+    utterance_stores = prepare_utterance_inputs(cfg, utterances, cache, progress=progress)
+    if rank == 0 and world > 1:
+        wait_for_all_ranks()
+    return PreparedData(utterances, labels, stores, utterance_stores)

@@ -9,7 +9,8 @@ everyone else trains. ``protocol.scheme`` and ``protocol.folds`` don't apply; th
 ``train.seeds`` seeds the run.
 
 Like ``camser cv`` it resumes: the checkpoint after every epoch lives in the output folder
-until the model is saved (a changed configuration starts over).
+until the model is saved (a changed configuration starts over). Under ``torchrun`` the ranks
+extract the features in shares and train the model data-parallel (DDP); rank 0 logs and saves.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from typing import Callable
 from ..config import ExperimentConfig, load_config
 from ..errors import CamserError, ConfigError
 from ..reports.results import versions
-from .cv import checkpoint_name, data_inputs, fold_normalizer, speaker_statistics, train_split
+from .cv import checkpoint_name, data_inputs, fold_normalizer, rank_log, speaker_statistics, train_split
 from .experiment import prepare_data
 from ..protocols import training_split
-from ..runtime import resolve_device, torch_threads
+from ..runtime import init_distributed, resolve_device, torch_threads, wait_for_all_ranks
 from ..inference.model_dir import EXPERIMENT, META, with_resolved_encoder, write_model_dir
 from ..models.ensemble import Ensemble
 
@@ -34,10 +35,11 @@ def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str],
                 progress: bool = True, tracker=None):
     """Train on every utterance of ``cfg``'s corpus (minus the validation speakers) and write
     the model folder ``out_dir`` (see :mod:`camser.inference.model_dir`). Returns the trained
-    model as an :class:`~camser.inference.recognizer.EmotionRecognizer`, ready to predict.
+    model as an :class:`~camser.inference.recognizer.EmotionRecognizer`, ready to predict (None
+    on the other ranks of a torchrun job).
     ``log`` is also appended to ``out_dir/run.log``; ``tracker``: see :mod:`camser.tracking`."""
     from ..models import saveable_models
-    from ..tracking import Tracker, run_log
+    from ..tracking import Tracker
 
     out = Path(out_dir)
     name = cfg.model.get("name")
@@ -50,23 +52,28 @@ def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str],
     if (out / META).exists():
         raise CamserError(f"{out}: already holds a trained model ({META}); choose another --out "
                           "or delete the folder to train again")
+    rank, world = init_distributed(cfg.train.device)
     out.mkdir(parents=True, exist_ok=True)
-    log = run_log(out / "run.log", log, header=f"camser train into {out}")
+    log = rank_log(out, rank, "data", log, header=f"camser train into {out}")
     cfg = with_resolved_encoder(cfg)
-    _drop_stale_checkpoint(out, cfg, log)
-    cfg.save(out / EXPERIMENT)               # the checkpoint's configuration, until the end
-    with torch_threads(cfg.train.num_threads), (tracker or Tracker()).train_run(cfg, out, log) as track:
-        recognizer = _train(cfg, out, log, progress)
+    if rank == 0:
+        _drop_stale_checkpoint(out, cfg, log)
+        cfg.save(out / EXPERIMENT)           # the checkpoint's configuration, until the end
+    if world > 1:
+        wait_for_all_ranks()                 # no rank resumes from a checkpoint rank 0 dropped
+    tracker = tracker if tracker is not None and rank == 0 else Tracker()
+    with torch_threads(cfg.train.num_threads), tracker.train_run(cfg, out, log) as track:
+        recognizer = _train(cfg, out, log, progress, rank, world)
         track.train_done(out)
         return recognizer
 
 
-def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
+def _train(cfg: ExperimentConfig, out: Path, log, progress: bool, rank: int = 0, world: int = 1):
     from ..inference.recognizer import EmotionRecognizer
 
     started = time.time()
 
-    data = prepare_data(cfg, data_inputs(cfg), progress=progress)
+    data = prepare_data(cfg, data_inputs(cfg), progress=progress, rank=rank, world=world)
     split = training_split(data.utterances, cfg.protocol)
     seed = cfg.train.seeds[0]
     if len(cfg.train.seeds) > 1:
@@ -78,11 +85,13 @@ def _train(cfg: ExperimentConfig, out: Path, log, progress: bool):
     for k in range(cfg.train.ensemble):          # train.ensemble: N members, seeds seed … seed+N−1
         if cfg.train.ensemble > 1:
             log(f"ensemble member {k + 1} of {cfg.train.ensemble} (seed {seed + k})")
-        model, result, _ = train_split(cfg, data, split, seed + k, out / checkpoint_name(k), log,
-                                       normalizer=fold_normalizer(cfg, stats, split),
-                                       progress=None if progress else False)
+        model, result, _ = train_split(cfg, data, split, seed + k, out / checkpoint_name(k), log, rank, world,
+                                       ddp=world > 1, normalizer=fold_normalizer(cfg, stats, split),
+                                       progress=None if progress and rank == 0 else False)
         members.append(model)
         results.append(result)
+    if rank != 0:                            # the others only helped train it
+        return None
     model, result = (members[0] if len(members) == 1 else Ensemble.of(members)), results[0]
     training_stats = None if stats is None else stats.corpus_statistics(split.train_speakers + split.val_speakers)
     meta = save_trained(out, model, cfg, data, split, result, seed, started, training_stats,
