@@ -384,18 +384,23 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """A YAML file's content ({} when empty); a missing file or invalid YAML is one line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 data: dict | None = None) -> ExperimentConfig:
     """YAML file (and/or a dict, deep-merged over it) + ``--set`` overrides → :class:`ExperimentConfig`."""
     raw: dict = {"model": {"name": "camser"}}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        loaded = read_yaml(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         loaded.pop("sweep", None)       # `camser sweep`'s search space: read by camser.sweep

@@ -85,7 +85,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import ExperimentConfig, load_config
+from .config import ExperimentConfig, load_config, read_yaml
 from .errors import CamserError, ConfigError
 from .tracking import flatten, make_tracker, redact, run_log
 
@@ -331,13 +331,7 @@ def parse_spec(raw: Any, grid_params: dict | None = None) -> SweepSpec:
 
 def read_space(config: str | Path, space: str | Path | None) -> Any:
     """The raw ``sweep`` mapping: from ``--space FILE`` if given, else the config's section."""
-    path = Path(space) if space is not None else Path(config)
-    if not path.is_file():
-        raise ConfigError(f"{path}: {'space' if space is not None else 'config'} file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    data = read_yaml(space if space is not None else config, "space" if space is not None else "config")
     if space is None:
         return data.get("sweep") if isinstance(data, dict) else None
     if isinstance(data, dict) and set(data) == {"sweep"}:
