@@ -42,8 +42,8 @@ WINDOWS = ("hann", "hamming", "blackman", "blackmanharris", "bartlett", "barthan
 class Allowed:
     """The values a field may take beyond its type, checked by :func:`from_dict`. Bounds apply
     to a number, ``choices`` to a string (each ``sep``-joined part of it when ``sep`` is set);
-    a list value is checked for ``min_items``, and item by item when ``items`` is set. None
-    (where the type allows it) is always allowed."""
+    a list (or tuple) value is checked for ``min_items``, and item by item when ``items`` is
+    set. None (where the type allows it) is always allowed."""
     ge: float | None = None
     gt: float | None = None
     le: float | None = None
@@ -57,7 +57,7 @@ class Allowed:
     def check(self, value: Any, where: str) -> None:
         if value is None:
             return
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             if len(value) < self.min_items:
                 raise ConfigError(f"{where}: expected at least {self.min_items} item(s), got {value!r}")
             for i, v in enumerate(value if self.items else ()):
@@ -304,6 +304,15 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (a,) = typing.get_args(tp)
         return [_check_type(v, a, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:             # tuple[int, int] (that many items) or tuple[int, ...]; a list in YAML
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        elif len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} items, got {list(value)!r}")
+        return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")

@@ -54,7 +54,7 @@ def _members(tp) -> list:
 # One sample of each YAML kind, and which field types take it (bool is not an int here).
 SAMPLES = {"true": True, "int": 2, "float": 1.5, "str": "abc", "list": [{"a": 1}], "mapping": {"oops": 1}}
 TAKES = {bool: {"true"}, int: {"int"}, float: {"int", "float"}, str: {"str"}, list: {"list"},
-         dict: {"mapping"}}
+         tuple: {"list"}, dict: {"mapping"}}
 
 
 def wrong_types(tp) -> list:
@@ -66,10 +66,19 @@ def wrong_types(tp) -> list:
         taken |= TAKES[typing.get_origin(m) or m]
     out = [v for k, v in SAMPLES.items() if k not in taken]
     for m in _members(tp):
-        if typing.get_origin(m) is list:
-            (item,) = typing.get_args(m)
-            out.append(["abc"] if item is int else [5])
+        if typing.get_origin(m) in (list, tuple):
+            item = typing.get_args(m)[0]
+            out.append(["abc"] * n_items(m) if item in (int, float) else [5] * n_items(m))
     return out
+
+
+def n_items(tp, a: Allowed | None = None) -> int:
+    """How many items a list value of ``tp`` needs: a fixed tuple's length, else at least one."""
+    for m in _members(tp):
+        args = typing.get_args(m)
+        if typing.get_origin(m) is tuple and Ellipsis not in args:
+            return len(args)
+    return max(1, a.min_items if a else 1)
 
 
 def out_of_range(f: dataclasses.Field, tp) -> list:
@@ -77,7 +86,8 @@ def out_of_range(f: dataclasses.Field, tp) -> list:
     a: Allowed | None = f.metadata.get("allowed")
     if a is None:
         return []
-    ints = int in _members(tp) or list[int] in _members(tp)
+    ints = any(m is int or typing.get_origin(m) in (list, tuple) and typing.get_args(m)[0] is int
+               for m in _members(tp))
     step = 1 if ints else 0.001
     bad = [a.ge - step if a.ge is not None else None, a.gt, a.le + step if a.le is not None else None, a.lt]
     bad = [b for b in bad if b is not None]
@@ -86,7 +96,7 @@ def out_of_range(f: dataclasses.Field, tp) -> list:
         if a.sep:
             bad.append(f"{a.choices[0]}{a.sep}{a.choices[-1]}x")
     if a.items:
-        bad = [[b] for b in bad]
+        bad = [[b] * n_items(tp, a) for b in bad]
     if a.min_items:
         bad.append([])
     return bad
@@ -132,7 +142,7 @@ def test_values_at_the_bounds_and_every_choice_are_accepted(name, f, tp):
     if a.sep:
         good.append(a.sep.join(a.choices))
     for value in good:
-        value = [value] if a.items else value
+        value = [value] * n_items(tp, a) if a.items else value
         try:
             load_config(DEMO_CONFIG, [_set(name, value)])
         except ConfigError as e:      # a rule between fields may object, the field's own may not

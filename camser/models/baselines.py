@@ -26,20 +26,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import from_dict
+from ..config import checked, from_dict
 from ..errors import CamserError, ConfigError
-from ..features.batches import FeatureBatches, current_name
+from ..features.batches import LEGACY_NAMES, FeatureBatches, current_name
 from ..features.store import KINDS
 from .base import SegmentModel
 from .registry import register_model
 from .blocks import (ClassifierHead, GroupWiseLinear, LayerWeights, Standardizer, frame_mask,
                      sinusoidal_positions, take_windows, window_starts)
 
+# model.feature's values: a frame feature's store kind, or (still read) an older name of one
+FRAME_FEATURE = {"choices": KINDS, "pattern": "|".join(k for k, v in LEGACY_NAMES.items() if v in KINDS)}
 
 
 def feature_key(feature: str, field: str = "model.feature") -> str:
     """``model.feature`` → the feature's name (a store kind; ``spec``, an older name, still reads)."""
-    if current_name(feature) not in KINDS:
+    if not isinstance(feature, str) or current_name(feature) not in KINDS:
         raise ConfigError(f"{field}: {feature!r} is not one of {', '.join(KINDS)}")
     return current_name(feature)
 
@@ -66,19 +68,6 @@ def frame_dims(shape, key: str) -> dict:
         raise CamserError(f"feature '{key}' has shape {shape}; expected (frames, dim) or (layers, frames, dim)")
     return {"input_layers": shape[0] if len(shape) == 3 else None, "input_frames": shape[-2],
             "input_dim": shape[-1]}
-
-
-def _positive(cfg, *names: str) -> None:
-    for name in names:
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"model.{name}: expected a positive integer, got {v!r}")
-
-
-def _probability(cfg, *names: str) -> None:
-    for name in names:
-        if not 0.0 <= getattr(cfg, name) < 1.0:
-            raise ConfigError(f"model.{name}: expected a value in [0, 1), got {getattr(cfg, name)!r}")
 
 
 # ---------------------------------------------------------------- the shared input stage
@@ -169,29 +158,23 @@ class FrameModel(SegmentModel):
 
 # ---------------------------------------------------------------- LSTM on windows
 
+# Every field declares its allowed values (checked by from_dict; tests/test_model_config_fuzz.py).
 @dataclass
 class LSTMConfig:
-    n_classes: int = 4
-    feature: str = "melspec"         # melspec | spectrogram | mfcc | chroma | ssl
-    window_frames: int = 100         # training: one random window per segment per epoch
-    eval_hop: int | None = None      # evaluation windows' spacing; null → window_frames // 2
-    hidden: int = 128
-    layers: int = 1
+    n_classes: int = checked(4, ge=1)
+    feature: str = checked("melspec", **FRAME_FEATURE)   # melspec | spectrogram | mfcc | chroma | ssl
+    window_frames: int = checked(100, ge=1)    # training: one random window per segment per epoch
+    eval_hop: int | None = checked(None, ge=1)   # evaluation windows' spacing; null → window_frames // 2
+    hidden: int = checked(128, ge=1)
+    layers: int = checked(1, ge=1)
     bidirectional: bool = False
-    mlp_hidden: int = 128            # the 2-layer MLP: hidden → mlp_hidden → n_classes
-    dropout: float = 0.2
+    mlp_hidden: int = checked(128, ge=1)       # the 2-layer MLP: hidden → mlp_hidden → n_classes
+    dropout: float = checked(0.2, ge=0, lt=1)
     normalize: bool = True
     # read from the data
-    input_dim: int = 128
-    input_frames: int = 300
-    input_layers: int | None = None
-
-    def __post_init__(self):
-        feature_key(self.feature)
-        _positive(self, "n_classes", "window_frames", "hidden", "layers", "mlp_hidden", "input_dim", "input_frames")
-        if self.eval_hop is not None:
-            _positive(self, "eval_hop")
-        _probability(self, "dropout")
+    input_dim: int = checked(128, ge=1)
+    input_frames: int = checked(300, ge=1)
+    input_layers: int | None = checked(None, ge=1)
 
 
 class FrameLSTM(FrameModel):
@@ -243,7 +226,7 @@ def _no_finetune(name: str, encoder) -> None:
         raise ConfigError(f"train.mode: finetune is implemented for model.name camser only, not {name}")
 
 
-@register_model("lstm", loader=FrameLSTM.from_pretrained, inputs=_frame_inputs(LSTMConfig.feature))
+@register_model("lstm", loader=FrameLSTM.from_pretrained, inputs=_frame_inputs(LSTMConfig.feature), config=LSTMConfig)
 def _build_lstm(section: dict, n_classes: int, feature_dims: dict, encoder=None) -> FrameLSTM:
     _no_finetune("lstm", encoder)
     key = feature_key(section.get("feature", LSTMConfig.feature))
@@ -255,29 +238,24 @@ def _build_lstm(section: dict, n_classes: int, feature_dims: dict, encoder=None)
 
 @dataclass
 class Query2LabelConfig:
-    n_classes: int = 4
-    feature: str = "melspec"         # melspec | ssl (any frame-level feature works)
-    d_model: int = 128
-    heads: int = 4
-    encoder_layers: int = 1          # self-attention over the frames before the decoder (0: none)
-    decoder_layers: int = 2
-    ffn_dim: int = 256
-    dropout: float = 0.1
+    n_classes: int = checked(4, ge=1)
+    feature: str = checked("melspec", **FRAME_FEATURE)   # melspec | ssl (any frame-level feature works)
+    d_model: int = checked(128, ge=1)
+    heads: int = checked(4, ge=1)
+    encoder_layers: int = checked(1, ge=0)     # self-attention over the frames before the decoder (0: none)
+    decoder_layers: int = checked(2, ge=1)
+    ffn_dim: int = checked(256, ge=1)
+    dropout: float = checked(0.1, ge=0, lt=1)
     positions: bool = True           # add sine/cosine positions to the frames
     normalize: bool = True
     # read from the data
-    input_dim: int = 128
-    input_frames: int = 300
-    input_layers: int | None = None
+    input_dim: int = checked(128, ge=1)
+    input_frames: int = checked(300, ge=1)
+    input_layers: int | None = checked(None, ge=1)
 
     def __post_init__(self):
-        feature_key(self.feature)
-        _positive(self, "n_classes", "d_model", "heads", "decoder_layers", "ffn_dim", "input_dim", "input_frames")
-        if self.encoder_layers < 0:
-            raise ConfigError(f"model.encoder_layers: expected 0 or more, got {self.encoder_layers!r}")
         if self.d_model % self.heads:
             raise ConfigError(f"model.heads: {self.heads} does not divide model.d_model {self.d_model}")
-        _probability(self, "dropout")
 
 
 class Query2Label(FrameModel):
@@ -322,7 +300,8 @@ class Query2Label(FrameModel):
         return F.binary_cross_entropy_with_logits(logits, F.one_hot(target, logits.shape[-1]).to(logits.dtype))
 
 
-@register_model("query2label", loader=Query2Label.from_pretrained, inputs=_frame_inputs(Query2LabelConfig.feature))
+@register_model("query2label", loader=Query2Label.from_pretrained, inputs=_frame_inputs(Query2LabelConfig.feature),
+                config=Query2LabelConfig)
 def _build_query2label(section: dict, n_classes: int, feature_dims: dict, encoder=None) -> Query2Label:
     _no_finetune("query2label", encoder)
     key = feature_key(section.get("feature", Query2LabelConfig.feature))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import from_dict
+from ..config import checked, from_dict
 from ..errors import CamserError, ConfigError
 from ..features.batches import FeatureBatches
 from .base import SegmentModel
@@ -35,78 +35,67 @@ from .blocks import (ALEXNET_IMAGENET_URL, Standardizer, AlexNetSpectrogramEncod
                      pool_by_owner, stats_pool)
 
 
+# Every field declares its allowed values (checked by from_dict when a model section or a
+# config.json is read; tests/test_model_config_fuzz.py checks that each one does).
 @dataclass
 class CAMSERConfig:
-    n_classes: int = 4
+    n_classes: int = checked(4, ge=1)
     # MFCC branch
-    mfcc_dim: int = 40
-    mfcc_frames: int = 300             # only binding for mfcc_pool=flatten
-    mfcc_time_pool: int = 1            # average-pool MFCC frames by this factor before the LSTM (fewer sequential steps)
-    mfcc_norm: str = "l2"              # l2 (published: each frame L2-normalised) | standard (fitted on train) | none
-    lstm_hidden: int = 256             # per direction
-    lstm_layers: int = 2
-    lstm_dropout: float = 0.5
-    mfcc_pool: str = "flatten"         # flatten (published: 300×512 → 128) | mean
+    mfcc_dim: int = checked(40, ge=1)
+    mfcc_frames: int = checked(300, ge=1)      # only binding for mfcc_pool=flatten
+    mfcc_time_pool: int = checked(1, ge=1)     # average-pool MFCC frames by this factor before the LSTM (fewer
+                                               # sequential steps)
+    # l2 (published: each frame L2-normalised) | standard (fitted on train) | none
+    mfcc_norm: str = checked("l2", choices=("l2", "standard", "none"))
+    lstm_hidden: int = checked(256, ge=1)      # per direction
+    lstm_layers: int = checked(2, ge=1)
+    lstm_dropout: float = checked(0.5, ge=0, lt=1)   # between LSTM layers (lstm_layers > 1)
+    mfcc_pool: str = checked("flatten", choices=("flatten", "mean"))   # flatten (published: 300×512 → 128) | mean
     # spectrogram branch
-    spec_encoder: str = "alexnet"      # alexnet (published) | cnn (SmallSpecCNN, CPU-cheap)
-    spec_bins: int = 200
-    spec_frames: int = 300             # informational: both encoders accept any length
+    spec_encoder: str = checked("alexnet", choices=("alexnet", "cnn"))  # alexnet (published) | cnn (SmallSpecCNN,
+                                                                         # CPU-cheap)
+    spec_bins: int = checked(200, ge=1)
+    spec_frames: int = checked(300, ge=1)      # informational: both encoders accept any length
     alexnet_weights: str = ALEXNET_IMAGENET_URL   # URL, local .pth path, or "random"
-    image_size: tuple[int, int] = (256, 384)
-    cnn_channels: tuple[int, ...] = (8, 16, 32, 64)
-    cnn_input_pool: int = 1            # average-pool the spectrogram by this factor before the CNN
+    image_size: tuple[int, int] = checked((256, 384), ge=64, items=True)   # [height, width]; AlexNet's minimum 64
+    cnn_channels: tuple[int, ...] = checked((8, 16, 32, 64), ge=1, items=True, min_items=1)
+    cnn_input_pool: int = checked(1, ge=1)     # average-pool the spectrogram by this factor before the CNN
     # SSL branch
-    ssl_dim: int = 768
-    ssl_frames: int = 149              # only binding for coattention=relu
-    ssl_layers: int | None = None      # L for a stacked-layers input (B, L, T, D)
+    ssl_dim: int = checked(768, ge=1)
+    ssl_frames: int = checked(149, ge=1)       # only binding for coattention=relu
+    ssl_layers: int | None = checked(None, ge=1)   # L for a stacked-layers input (B, L, T, D)
     ssl_layer_norm: bool = False       # normalise each SSL layer's frames before weighting (SUPERB)
-    coattention: str = "relu"          # relu (published) | softmax (length-independent) | none (mean pool)
-    ssl_stats: str = "none"            # a statistics-pooled (mean + std) SSL vector beside the co-attention one:
-                                       # none | weighted (of the layer-weighted frames) | layers (of each cached layer)
-    ssl_time_pool: int = 1             # average-pool the SSL frames in time by this factor first (cheaper)
+    # relu (published) | softmax (length-independent) | none (mean pool)
+    coattention: str = checked("relu", choices=("relu", "softmax", "none"))
+    # a statistics-pooled (mean + std) SSL vector beside the co-attention one: none | weighted (of the
+    # layer-weighted frames) | layers (of each cached layer)
+    ssl_stats: str = checked("none", choices=("none", "weighted", "layers"))
+    ssl_time_pool: int = checked(1, ge=1)      # average-pool the SSL frames in time by this factor first (cheaper)
     mask_padding: bool = False         # leave the last segment's zero padding out of SSL pooling (reads ``valid``)
-    attn_dim: int = 128                # query/key size for coattention=softmax
+    attn_dim: int = checked(128, ge=1)         # query/key size for coattention=softmax
     # which levels are used
     use_mfcc: bool = True
     use_spec: bool = True
     use_ssl: bool = True
     # sizes of the fusion
-    branch_dim: int = 128
-    head_hidden: int = 128
-    dropout: float = 0.1
-    branch_dropout: float = 0.0        # training: probability of zeroing a sample's MFCC / spectrogram vector
+    branch_dim: int = checked(128, ge=1)
+    head_hidden: int = checked(128, ge=1)
+    dropout: float = checked(0.1, ge=0, lt=1)
+    # training: probability of zeroing a sample's MFCC / spectrogram vector
+    branch_dropout: float = checked(0.0, ge=0, lt=1)
     fuse_drivers: bool = True          # the MFCC / spectrogram vectors join the head's input (the paper); false:
                                        # they only drive the co-attention over the SSL frames
 
     def __post_init__(self):
+        """Rules between fields (each field's own values are declared above; from_dict checks
+        them), and image_size's shape for a config made in Python rather than read."""
         self.image_size = tuple(self.image_size)
         self.cnn_channels = tuple(self.cnn_channels)
-        choices = {"mfcc_pool": ("flatten", "mean"), "spec_encoder": ("alexnet", "cnn"),
-                   "mfcc_norm": ("l2", "standard", "none"),
-                   "coattention": ("relu", "softmax", "none"), "ssl_stats": ("none", "weighted", "layers")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"model.{name}: {getattr(self, name)!r} is not one of "
-                                  f"{', '.join(allowed)}")
-        for name in ("n_classes", "mfcc_dim", "mfcc_frames", "mfcc_time_pool", "cnn_input_pool", "ssl_time_pool",
-                     "lstm_hidden", "lstm_layers",
-                     "spec_bins", "spec_frames", "ssl_dim", "ssl_frames", "attn_dim",
-                     "branch_dim", "head_hidden"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"model.{name}: expected a positive integer, got {getattr(self, name)!r}")
-        if self.ssl_layers is not None and self.ssl_layers < 1:
-            raise ConfigError(f"model.ssl_layers: expected null or a positive integer, got {self.ssl_layers!r}")
         if len(self.image_size) != 2 or not all(isinstance(x, int) and x >= 64 for x in self.image_size):
             raise ConfigError(f"model.image_size: expected [height, width], each at least 64 "
                               f"(AlexNet's minimum), got {list(self.image_size)}")
-        if not self.cnn_channels or not all(isinstance(x, int) and x >= 1 for x in self.cnn_channels):
-            raise ConfigError(f"model.cnn_channels: expected a list of positive integers, got {list(self.cnn_channels)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout: expected a probability in [0, 1), got {self.dropout!r}")
         if self.ssl_time_pool > 1 and self.coattention == "relu":
             raise ConfigError("model.ssl_time_pool: needs coattention softmax or none (relu is tied to the frame count)")
-        if not 0.0 <= self.branch_dropout < 1.0:
-            raise ConfigError(f"model.branch_dropout: expected a probability in [0, 1), got {self.branch_dropout!r}")
         if not self.fuse_drivers and not self.use_ssl:
             raise ConfigError("model.fuse_drivers: false needs use_ssl (the drivers then only steer the SSL branch)")
         if not (self.use_mfcc or self.use_spec or self.use_ssl):
@@ -392,9 +381,9 @@ def config_from_section(section: dict, n_classes: int, feature_dims: dict | None
     s = dict(section or {})
     s.pop("name", None)
     preset, ablation = s.pop("preset", "paper"), s.pop("ablation", None)
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise ConfigError(f"model.preset: {preset!r} is not one of {', '.join(PRESETS)}")
-    if ablation is not None and ablation not in ABLATIONS:
+    if ablation is not None and (not isinstance(ablation, str) or ablation not in ABLATIONS):
         raise ConfigError(f"model.ablation: {ablation!r} is not one of {', '.join(ABLATIONS)}")
     if "n_classes" in s and s["n_classes"] != n_classes:
         raise ConfigError(f"model.n_classes: {s['n_classes']!r}, but the label set has {n_classes} classes")
@@ -427,12 +416,17 @@ def _shape(shape, name: str, ranks: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-def _camser_inputs(section: dict) -> set[str]:
+def _section_config(section: dict) -> CAMSERConfig:
     # n_classes is not known yet: any valid placeholder builds the config
-    return set(config_from_section(section, section.get("n_classes", 1)).inputs)
+    return config_from_section(section, section.get("n_classes", 1))
 
 
-@register_model("camser", inputs=_camser_inputs, loader=CAMSER.from_pretrained)
+def _camser_inputs(section: dict) -> set[str]:
+    return set(_section_config(section).inputs)
+
+
+@register_model("camser", inputs=_camser_inputs, loader=CAMSER.from_pretrained, config=CAMSERConfig,
+                check=_section_config)
 def _build_camser(section: dict, n_classes: int, feature_dims: dict,
                   encoder: nn.Module | None = None) -> CAMSER:
     return CAMSER(config_from_section(section, n_classes, feature_dims), encoder)

@@ -21,14 +21,16 @@ Models:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import checked
 from ..errors import ConfigError
+from ..features.functionals import FEATURE_SETS
 from .base import UtteranceModel
 from .registry import register_model
-from .baselines import _positive, config_from, feature_key
+from .baselines import FRAME_FEATURE, config_from, feature_key
 
 
 class EstimatorModel(UtteranceModel):
@@ -108,24 +110,18 @@ def utterance_means(data, kinds: list[str], sample_rate: int, std: bool = False,
 
 # ---------------------------------------------------------------- mlp
 
+# Every field declares its allowed values (checked by from_dict; tests/test_model_config_fuzz.py).
 @dataclass
 class MLPConfig:
-    n_classes: int = 4
-    features: list[str] = field(default_factory=lambda: ["mfcc", "chroma", "melspec"])
+    n_classes: int = checked(4, ge=1)
+    features: list[str] = checked(lambda: ["mfcc", "chroma", "melspec"], **FRAME_FEATURE, items=True, min_items=1)
     std: bool = False                 # also the time-std of each feature
-    hidden: int = 300                 # one hidden layer of ReLU units
-    alpha: float = 0.01               # L2 penalty
-    batch_size: int = 256
-    learning_rate: float = 1e-3       # Adam
-    max_iter: int = 500
+    hidden: int = checked(300, ge=1)  # one hidden layer of ReLU units
+    alpha: float = checked(0.01, ge=0)   # L2 penalty
+    batch_size: int = checked(256, ge=1)
+    learning_rate: float = checked(1e-3, gt=0)   # Adam
+    max_iter: int = checked(500, ge=1)
     scale: bool = True                # StandardScaler first
-
-    def __post_init__(self):
-        if not self.features:
-            raise ConfigError("model.features: expected at least one feature kind")
-        for f in self.features:
-            feature_key(f, "model.features")
-        _positive(self, "n_classes", "hidden", "batch_size", "max_iter")
 
 
 class MeansMLP(EstimatorModel):
@@ -152,7 +148,7 @@ def _mlp_inputs(section: dict) -> set[str]:
     return {feature_key(f, "model.features") for f in features}
 
 
-@register_model("mlp", inputs=_mlp_inputs, kind="sklearn")
+@register_model("mlp", inputs=_mlp_inputs, kind="sklearn", config=MLPConfig)
 def _build_mlp(section: dict, n_classes: int, feature_dims: dict, seed: int = 0) -> MeansMLP:
     return MeansMLP(config_from(MLPConfig, section, n_classes), seed)
 
@@ -164,26 +160,14 @@ CLASSIFIERS = ("svm", "logreg")
 
 @dataclass
 class OpenSmileConfig:
-    n_classes: int = 4
-    feature_set: str = "eGeMAPSv02"   # eGeMAPSv02 | ComParE_2016 | IS09_emotion | ... (functionals.FEATURE_SETS)
-    classifier: str = "svm"           # svm | logreg
-    C: float = 1.0
-    kernel: str = "rbf"               # svm only: rbf | linear
-    class_weight: str | None = None   # null | balanced
-    max_iter: int = 1000              # logreg only
-
-    def __post_init__(self):
-        from ..features.functionals import check_feature_set
-        check_feature_set(self.feature_set)
-        if self.classifier not in CLASSIFIERS:
-            raise ConfigError(f"model.classifier: {self.classifier!r} is not one of {', '.join(CLASSIFIERS)}")
-        if self.kernel not in ("rbf", "linear"):
-            raise ConfigError(f"model.kernel: {self.kernel!r} is not one of rbf, linear")
-        if self.class_weight not in (None, "balanced"):
-            raise ConfigError(f"model.class_weight: expected null or balanced, got {self.class_weight!r}")
-        if not self.C > 0:
-            raise ConfigError(f"model.C: expected a positive number, got {self.C!r}")
-        _positive(self, "n_classes", "max_iter")
+    n_classes: int = checked(4, ge=1)
+    # eGeMAPSv02 | ComParE_2016 | IS09_emotion | ... (functionals.FEATURE_SETS)
+    feature_set: str = checked("eGeMAPSv02", choices=tuple(FEATURE_SETS))
+    classifier: str = checked("svm", choices=CLASSIFIERS)   # svm | logreg
+    C: float = checked(1.0, gt=0)
+    kernel: str = checked("rbf", choices=("rbf", "linear"))   # svm only
+    class_weight: str | None = checked(None, choices=("balanced",))   # null | balanced
+    max_iter: int = checked(1000, ge=1)   # logreg only
 
 
 class FunctionalsClassifier(EstimatorModel):
@@ -219,7 +203,8 @@ def _opensmile_inputs(section: dict) -> set[str]:
     return {"opensmile"}
 
 
-@register_model("opensmile", inputs=_opensmile_inputs, kind="sklearn", prepare=_prepare_opensmile)
+@register_model("opensmile", inputs=_opensmile_inputs, kind="sklearn", prepare=_prepare_opensmile,
+                config=OpenSmileConfig)
 def _build_opensmile(section: dict, n_classes: int, feature_dims: dict, seed: int = 0) -> FunctionalsClassifier:
     return FunctionalsClassifier(config_from(OpenSmileConfig, section, n_classes), seed)
 
@@ -228,25 +213,16 @@ def _build_opensmile(section: dict, n_classes: int, feature_dims: dict, seed: in
 
 @dataclass
 class LinearConfig:
-    n_classes: int = 4
-    layer: int | str = "mean"         # mean (average of the cached hidden states) | all (concatenated) | an index
+    n_classes: int = checked(4, ge=1)
+    # mean (average of the cached hidden states) | all (concatenated) | an index (checked against the
+    # cached layers when the features are read; negative ones count from the end)
+    layer: int | str = checked("mean", choices=("mean", "all"))
     std: bool = False                 # mean + std pooling over the utterance's real frames
-    C: float | list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])   # several → chosen on inner folds
-    inner_folds: int = 4              # speaker-grouped folds of the training speakers that choose C
-    class_weight: str | None = None   # null | balanced
-    max_iter: int = 2000
-
-    def __post_init__(self):
-        cs = self.C if isinstance(self.C, list) else [self.C]
-        if not cs or not all(isinstance(c, (int, float)) and c > 0 for c in cs):
-            raise ConfigError(f"model.C: expected a positive number or a list of them, got {self.C!r}")
-        if not (self.layer in ("mean", "all") or (isinstance(self.layer, int) and not isinstance(self.layer, bool))):
-            raise ConfigError(f"model.layer: expected mean, all or a layer index, got {self.layer!r}")
-        if self.class_weight not in (None, "balanced"):
-            raise ConfigError(f"model.class_weight: expected null or balanced, got {self.class_weight!r}")
-        if self.inner_folds < 2:
-            raise ConfigError(f"model.inner_folds: expected at least 2, got {self.inner_folds!r}")
-        _positive(self, "n_classes", "max_iter")
+    # one, or several (chosen on inner folds)
+    C: float | list[float] = checked(lambda: [0.01, 0.1, 1.0], gt=0, items=True, min_items=1)
+    inner_folds: int = checked(4, ge=2)   # speaker-grouped folds of the training speakers that choose C
+    class_weight: str | None = checked(None, choices=("balanced",))   # null | balanced
+    max_iter: int = checked(2000, ge=1)
 
 
 def select_layers(vectors: np.ndarray, n_layers: int, layer) -> np.ndarray:
@@ -321,7 +297,7 @@ class LinearProbe(EstimatorModel):
         return scores
 
 
-@register_model("linear", inputs=lambda section: {"ssl"}, kind="sklearn")
+@register_model("linear", inputs=lambda section: {"ssl"}, kind="sklearn", config=LinearConfig)
 def _build_linear(section: dict, n_classes: int, feature_dims: dict, seed: int = 0) -> LinearProbe:
     return LinearProbe(config_from(LinearConfig, section, n_classes), seed)
 
@@ -330,13 +306,9 @@ def _build_linear(section: dict, n_classes: int, feature_dims: dict, seed: int =
 
 @dataclass
 class RandomConfig:
-    n_classes: int = 4
-    strategy: str = "stratified"      # stratified (training class priors) | uniform
-
-    def __post_init__(self):
-        if self.strategy not in ("stratified", "uniform"):
-            raise ConfigError(f"model.strategy: {self.strategy!r} is not one of stratified, uniform")
-        _positive(self, "n_classes")
+    n_classes: int = checked(4, ge=1)
+    # stratified (training class priors) | uniform
+    strategy: str = checked("stratified", choices=("stratified", "uniform"))
 
 
 class RandomGuess(UtteranceModel):
@@ -363,6 +335,6 @@ class RandomGuess(UtteranceModel):
         return np.eye(self.n_classes)[guess]
 
 
-@register_model("random", inputs=lambda section: set(), kind="sklearn")
+@register_model("random", inputs=lambda section: set(), kind="sklearn", config=RandomConfig)
 def _build_random(section: dict, n_classes: int, feature_dims: dict, seed: int = 0) -> RandomGuess:
     return RandomGuess(config_from(RandomConfig, section, n_classes), seed)

@@ -9,22 +9,24 @@ probability, so ``predict``, ``serve`` and the ONNX export use it as they use on
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import from_dict
+from ..config import checked, from_dict
 from ..errors import ConfigError
 from .base import SegmentModel
-from .registry import build_model, model_record, register_model
+from .registry import build_model, check_model_section, model_record, register_model
 
 
 @dataclass
 class EnsembleConfig:
-    member: dict = field(default_factory=dict)     # a member's config.json: name + its fields
-    n_members: int = 2
+    member: dict[str, Any] = field(default_factory=dict)     # a member's config.json: name + its fields
+    n_members: int = checked(2, ge=1)
 
 
 class Ensemble(SegmentModel):
@@ -85,11 +87,33 @@ class Ensemble(SegmentModel):
         return (mean, emb) if return_embeddings else mean
 
 
+@contextmanager
+def _member_errors():
+    """A member section's errors name its fields ``model.member.<field>``."""
+    try:
+        yield
+    except ConfigError as e:
+        msg = str(e)
+        if msg.startswith("model."):
+            raise ConfigError("model.member." + msg[len("model."):]) from None
+        raise
+
+
+def _check(section: dict) -> EnsembleConfig:
+    """The ensemble's own fields, then the member section's (as :func:`check_model_section`)."""
+    config = from_dict(EnsembleConfig, {k: v for k, v in section.items() if k != "name"}, "model")
+    with _member_errors():
+        check_model_section(config.member)
+    return config
+
+
 def _inputs(section: dict) -> set[str]:
-    return set(model_record(section.get("member") or {}).inputs(dict(section["member"])))
+    member = section.get("member") or {}
+    with _member_errors():
+        return set(model_record(member).inputs(dict(member)))
 
 
-@register_model("ensemble", inputs=_inputs, loader=Ensemble.from_pretrained)
+@register_model("ensemble", inputs=_inputs, loader=Ensemble.from_pretrained, config=EnsembleConfig, check=_check)
 def _build_ensemble(section: dict, n_classes: int, feature_dims: dict, encoder=None) -> Ensemble:
     """``{"name": "ensemble", "member": {model section}, "n_members": N}``: N untrained members."""
     config = from_dict(EnsembleConfig, {k: v for k, v in section.items() if k != "name"}, "model")

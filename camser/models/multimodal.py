@@ -21,61 +21,59 @@ encoder's token embeddings of the transcript, fused by attention, pooled and cla
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..config import checked
 from ..errors import ConfigError
 from ..features.batches import FeatureBatches
 from .base import SegmentModel
 from .registry import register_model
-from .baselines import FrameInput, _no_finetune, _positive, _probability, config_from, frame_dims
+from .baselines import FrameInput, _no_finetune, config_from, frame_dims
 from .blocks import ClassifierHead, CrossAttentionBlock, mean_pool, stats_pool
 
 MODALITIES = ("audio", "text")
 FUSIONS = ("self", "cross")
 
 
+# Every field declares its allowed values (checked by from_dict; tests/test_model_config_fuzz.py).
 @dataclass
 class MultimodalConfig:
-    n_classes: int = 4
-    modalities: list[str] = field(default_factory=lambda: ["audio", "text"])
-    fusion: str = "cross"             # self | cross
+    n_classes: int = checked(4, ge=1)
+    # distinct (in any order)
+    modalities: list[str] = checked(lambda: ["audio", "text"], choices=MODALITIES, items=True, min_items=1)
+    fusion: str = checked("cross", choices=FUSIONS)   # self | cross
     text_encoder: str = "bert-base-uncased"   # hub id or local folder (frozen; embeddings cached)
-    max_text_tokens: int = 128
-    text_dtype: str = "float16"       # storage dtype of the cached token embeddings
+    max_text_tokens: int = checked(128, ge=2)   # [CLS] and [SEP] at least
+    # storage dtype of the cached token embeddings
+    text_dtype: str = checked("float16", choices=("float16", "float32"))
     stats_pool: bool = True           # mean and std (false: mean only)
     text_cls: bool = False            # the text side's [CLS] position instead of pooled tokens
-    d_model: int = 128
-    heads: int = 4
-    layers: int = 1
-    ffn_dim: int = 256
-    head_hidden: int = 128
-    dropout: float = 0.1
+    d_model: int = checked(128, ge=1)
+    heads: int = checked(4, ge=1)
+    layers: int = checked(1, ge=1)
+    ffn_dim: int = checked(256, ge=1)
+    head_hidden: int = checked(128, ge=1)
+    dropout: float = checked(0.1, ge=0, lt=1)
     normalize: bool = True            # layer norm of the SSL frames (per layer)
     # read from the data
-    audio_dim: int = 768
-    audio_frames: int = 149
-    audio_layers: int | None = None
-    text_dim: int = 768
-    text_tokens: int = 128
+    audio_dim: int = checked(768, ge=1)
+    audio_frames: int = checked(149, ge=1)
+    audio_layers: int | None = checked(None, ge=1)
+    text_dim: int = checked(768, ge=1)
+    text_tokens: int = checked(128, ge=1)
 
     def __post_init__(self):
-        mods = list(self.modalities)
-        if not mods or any(m not in MODALITIES for m in mods) or len(set(mods)) != len(mods):
-            raise ConfigError(f"model.modalities: expected a non-empty list of distinct {', '.join(MODALITIES)}, "
-                              f"got {self.modalities!r}")
-        self.modalities = [m for m in MODALITIES if m in mods]
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"model.fusion: {self.fusion!r} is not one of {', '.join(FUSIONS)}")
+        """Rules between fields and items (each field's own values are declared above)."""
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ConfigError(f"model.modalities: expected distinct items, got {self.modalities!r}")
+        self.modalities = [m for m in MODALITIES if m in self.modalities]
         if self.text_cls and "text" not in self.modalities:
             raise ConfigError("model.text_cls: true needs 'text' in model.modalities")
-        _positive(self, "n_classes", "max_text_tokens", "d_model", "heads", "layers", "ffn_dim", "head_hidden",
-                  "audio_dim", "audio_frames", "text_dim", "text_tokens")
         if self.d_model % self.heads:
             raise ConfigError(f"model.heads: {self.heads} does not divide model.d_model {self.d_model}")
-        _probability(self, "dropout")
 
 
 class MultimodalSER(SegmentModel):
@@ -183,7 +181,8 @@ def _prepare(cfg, utterances, cache_dir, progress: bool = True) -> dict:
                                sample_rate=cfg.audio.sample_rate)}
 
 
-@register_model("multimodal", loader=MultimodalSER.from_pretrained, inputs=_inputs, prepare=_prepare)
+@register_model("multimodal", loader=MultimodalSER.from_pretrained, inputs=_inputs, prepare=_prepare,
+                config=MultimodalConfig)
 def _build_multimodal(section: dict, n_classes: int, feature_dims: dict, encoder=None) -> MultimodalSER:
     _no_finetune("multimodal", encoder)
     c = _section_config(section)

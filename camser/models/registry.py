@@ -11,7 +11,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..config import from_dict
 from ..errors import CamserError, ConfigError
 
 KINDS = ("torch", "sklearn")
@@ -25,7 +27,10 @@ class ModelRecord:
     data is read; ``kind``: ``torch`` (a :class:`~camser.models.base.SegmentModel`) or
     ``sklearn`` (an :class:`~camser.models.base.UtteranceModel`); ``prepare(cfg, utterances,
     cache_dir, progress)`` → the utterance-level stores it needs (text embeddings, openSMILE
-    functionals), extracted once per run."""
+    functionals), extracted once per run; ``config``: its config dataclass, whose fields (each
+    declaring its allowed values, see :func:`camser.config.checked`) the section sets;
+    ``check(section)`` → that config built from the section without any data, every field
+    checked (None: the section's fields, ``name`` aside, straight into ``config``)."""
 
     name: str
     build: Callable
@@ -33,19 +38,31 @@ class ModelRecord:
     kind: str = "torch"
     load: Callable | None = None
     prepare: Callable | None = None
+    config: type | None = None
+    check: Callable[[dict], Any] | None = None
+
+    def checked_config(self, section: dict):
+        """The model section → its config (sizes read from the data left at their defaults);
+        a field out of its declared values is a one-line :class:`ConfigError` naming it."""
+        if self.check is not None:
+            return self.check(dict(section))
+        if self.config is None:
+            return None
+        return from_dict(self.config, {k: v for k, v in section.items() if k != "name"}, "model")
 
 
 REGISTRY: dict[str, ModelRecord] = {}
 
 
 def register_model(name: str, inputs: Callable[[dict], set[str]], kind: str = "torch",
-                   loader: Callable | None = None, prepare: Callable | None = None):
+                   loader: Callable | None = None, prepare: Callable | None = None, config: type | None = None,
+                   check: Callable[[dict], Any] | None = None):
     """Decorator registering ``builder`` under ``name`` (see :class:`ModelRecord`)."""
     if kind not in KINDS:
         raise ValueError(f"register_model: kind must be one of {KINDS}, got {kind!r}")
 
     def deco(builder):
-        REGISTRY[name] = ModelRecord(name, builder, inputs, kind, loader, prepare)
+        REGISTRY[name] = ModelRecord(name, builder, inputs, kind, loader, prepare, config, check)
         return builder
     return deco
 
@@ -65,19 +82,13 @@ def required_inputs(model_section: dict) -> set[str]:
 
 
 def check_model_section(model_section: dict) -> None:
-    """The model section's own fields, as far as they can be checked before any data is read
-    (a mistake is one line, before anything is extracted or written): the name, the fields its
-    ``inputs`` reads, and every field of a model that builds without the data's sizes."""
+    """The model section's own fields, checked before any data is read (a mistake is one line,
+    before anything is extracted or written): the name, every field of the model's config
+    (its declared values and the rules between fields; no network is built) and the fields its
+    ``inputs`` reads."""
     record = model_record(model_section)
+    record.checked_config(dict(model_section))
     record.inputs(dict(model_section))
-    if record.name in ("camser", "multimodal"):      # their inputs() built the whole config
-        return
-    try:
-        build_model(model_section, model_section.get("n_classes", 4), {}, seed=0)
-    except ConfigError:
-        raise
-    except Exception:                         # needs the data's sizes: checked when it runs
-        pass
 
 
 def model_kind(model_section: dict) -> str:
