@@ -171,20 +171,28 @@ def test_killed_sweep_resumes_without_rerunning_finished_work(corpus, tmp_path):
     assert sum(Path(t["run_dir"]).name == "0001" for t in done) == 1
 
 
-def test_a_failing_trial_is_recorded_and_two_outer_folds_give_nested_choices(corpus, tmp_path):
+def test_a_failing_trial_is_recorded_and_two_outer_folds_give_nested_choices(corpus, tmp_path, monkeypatch):
+    from camser.models.classic import MeansMLP
     from camser.sweep import run_sweep
-    # sklearn refuses a negative learning rate when fitting: the trial fails, the sweep goes on
-    config = write_config(corpus, tmp_path, {"inner_folds": 2, "params": {"model.learning_rate": [-1.0, 0.001]}},
+    # a trial that fails while fitting (its values pass every config check): the sweep goes on
+    fit = MeansMLP.fit
+
+    def refuse_large_alpha(self, X, y, groups=None):
+        if self.config.alpha > 0.1:
+            raise ValueError(f"alpha {self.config.alpha} refused by this test's estimator")
+        return fit(self, X, y, groups)
+    monkeypatch.setattr(MeansMLP, "fit", refuse_large_alpha)
+    config = write_config(corpus, tmp_path, {"inner_folds": 2, "params": {"model.alpha": [0.5, 0.001]}},
                           folds=(1, 2))
     out = tmp_path / "failing"
     summary = run_sweep(config, [], out, log=lambda m: None)
-    states = {t["params"]["model.learning_rate"]: t for t in summary["trials"]}
-    assert states[0.001]["state"] == "complete" and states[-1.0]["state"] == "failed"
-    error = states[-1.0]["error"]
-    assert "learning_rate_init" in error and "\n" not in error
+    states = {t["params"]["model.alpha"]: t for t in summary["trials"]}
+    assert states[0.001]["state"] == "complete" and states[0.5]["state"] == "failed"
+    error = states[0.5]["error"]
+    assert "refused by this test's estimator" in error and "\n" not in error
     md = (out / "sweep.md").read_text()
     assert error in md and "Failed and rerun trials" in md
-    assert "Traceback" in (Path(states[-1.0]["run_dir"]) / "run.log").read_text()
+    assert "Traceback" in (Path(states[0.5]["run_dir"]) / "run.log").read_text()
     # two outer folds: 2 × 2 inner folds; each outer fold's choice is listed with its own inner score
     results = json.loads((Path(states[0.001]["run_dir"]) / "results.json").read_text())
     assert [f["name"] for f in results["protocol"]["folds"]] == [
