@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Search the experiment's hyper-parameters: the space is the config's sweep: "
                                    "section, --space FILE, or --set key=[v1,v2] (a grid axis). Each trial is a "
                                    "cv run folder DIR/trials/NNNN; rerun the same command to resume. See "
-                                   "camser/sweep.py.")
+                                   "camser/sweep/.")
     _add_config_args(s)
     s.add_argument("--out", required=True, type=Path, help="sweep folder (rerun the same command to resume)")
     s.add_argument("--space", type=Path, default=None, help="YAML search space (instead of the config's sweep:)")
