@@ -114,31 +114,29 @@ def provenance(d: dict) -> str:
 
 def render_demo(d: dict) -> str:
     n = d["threads"]
-    threads = "torch's default threads" if n is None else f"{n} torch/BLAS thread{'s' * (n > 1)}"
-    return (f"`{d['command']}` ({provenance(d)}): cross-validated UA **{100 * d['ua']:.1f} %**, "
-            f"WA {100 * d['wa']:.1f} % over {d['folds']} leave-one-session-out folds (chance 25 %), "
-            f"in {duration(d['wall_s'])} ({round(d['cpu_s'])} CPU-seconds) with {threads}; machine: "
-            f"{machine_text(d['machine'])}." + _avx2_text(d.get("avx2")))
-
-
-def _avx2_text(r: dict | None) -> str:
-    if not r:
-        return ""
-    env = " ".join(f"{k}={v}" for k, v in r["env"].items())
-    return (f" With the kernels held to AVX2 (`{env}`) the same machine gives UA **{100 * r['ua']:.1f} %**, "
-            f"WA {100 * r['wa']:.1f} % ({duration(r['wall_s'])}).")
+    threads = "torch's default threads" if n is None else f"torch and numpy's BLAS on {n} thread{'s' * (n > 1)}"
+    lines = [f"**`{d['command']}`** ({provenance(d)}):",
+             f"- cross-validated UA **{100 * d['ua']:.1f} %**, WA {100 * d['wa']:.1f} % over {d['folds']} "
+             f"leave-one-session-out folds (chance 25 %)",
+             f"- {duration(d['wall_s'])} wall, {round(d['cpu_s'])} CPU-seconds, {threads}"]
+    if r := d.get("avx2"):
+        env = " ".join(f"{k}={v}" for k, v in r["env"].items())
+        lines.append(f"- the same machine with the kernels held to AVX2 (`{env}`): UA **{100 * r['ua']:.1f} %**, "
+                     f"WA {100 * r['wa']:.1f} % ({duration(r['wall_s'])})")
+    lines.append(f"- machine: {machine_text(d['machine'])}")
+    return "\n".join(lines)
 
 
 def render_tests(d: dict) -> str:
-    text = f"The suite collects **{d['collected']} tests** ({provenance(d)})."
+    text = f"**Test suite** ({provenance(d)}): **{d['collected']} tests** collected."
     s = d.get("suite")
     if s:
         counts = ", ".join(f"{s[k]} {k}" for k in ("passed", "skipped", "failed", "error", "errors",
                                                     "xfailed", "xpassed") if s.get(k))
         note = f"; {s['note']}" if s.get("note") else ""
-        text += (f" Its last full run recorded here: {counts} in {duration(s['wall_s'])} "
+        text += (f"\n- the last full run recorded here: {counts} in {duration(s['wall_s'])} "
                  f"({provenance(s)}, {s['tests']} tests then{note})"
-                 + (f", on {machine_text(s['machine'])}." if s.get("machine") else "."))
+                 + (f"; machine: {machine_text(s['machine'])}" if s.get("machine") else ""))
     return text
 
 
@@ -152,9 +150,9 @@ def _git(*args: str) -> str:
 
 
 def commit() -> str:
-    """HEAD, with "+changes" when tracked files other than README.md differ from it."""
+    """HEAD, with "+changes" when files other than README.md differ from it or are new."""
     head = _git("rev-parse", "--short=10", "HEAD") or "unknown"
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!README.md")
+    dirty = _git("status", "--porcelain", "--", ".", ":!README.md")   # untracked files too (tests count)
     return head + ("+changes" if dirty else "")
 
 
@@ -177,7 +175,9 @@ def machine() -> dict:
     try:
         import numpy  # noqa: F401  (loads its BLAS, which threadpoolctl then reports)
         from threadpoolctl import threadpool_info
-        blas = next((f"{i['internal_api']} {i.get('version') or ''} {i.get('architecture') or ''}".split()
+        names = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS", "flexiblas": "FlexiBLAS"}
+        blas = next((f"{names.get(i['internal_api'], i['internal_api'])} {i.get('version') or ''} "
+                     f"{i.get('architecture') or ''}".split()
                      for i in threadpool_info() if i["user_api"] == "blas"), None)
         blas = " ".join(blas) if blas else None
     except ImportError:
