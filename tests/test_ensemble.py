@@ -49,3 +49,13 @@ def test_an_ensemble_of_finetuned_encoders_is_refused_before_training(tiny_model
     with pytest.raises(ConfigError, match="train.ensemble"):
         train_model(cfg, tmp_path / "m", log=lambda m: None, progress=False)
     assert not (tmp_path / "m" / "camser.json").exists()
+
+
+def test_the_onnx_export_runs_the_whole_ensemble(ensemble_folder, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
+    from camser.inference.onnx_export import export_onnx
+    info = export_onnx(ensemble_folder, tmp_path / "ensemble.onnx", source="features", log=lambda m: None)
+    assert info["max_abs_diff"] < 1e-4             # onnxruntime against the torch ensemble
+    rec = EmotionRecognizer.from_pretrained(ensemble_folder, device="cpu", onnx=tmp_path / "ensemble.onnx")
+    assert rec.model is None and len(rec.labels) == 4
