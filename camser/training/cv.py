@@ -6,6 +6,7 @@ Under ``torchrun`` (WORLD_SIZE > 1) either every fold is trained data-parallel w
 """
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import time
@@ -20,6 +21,7 @@ from ..config import ExperimentConfig, load_config
 from ..models import build_model, model_kind, required_inputs
 from ..reports.results import build_results, versions, write_json
 from ..errors import CamserError, ConfigError
+from ..fileio import atomic_write
 from ..tracking import flatten
 from ..features.batches import (AudioBatches, NormalizedBatches, feature_dims, normalized_stores,
                    segment_set)
@@ -202,8 +204,6 @@ def write_predictions_csv(path: Path, entries: list[dict], labels: list[str]) ->
     """``predictions.csv``: one row per test utterance of every fold × seed (utterance id, fold,
     seed, true and predicted label, one probability column per class; empty for folds finished
     by a camser that did not keep probabilities)."""
-    import csv
-    from ..fileio import atomic_write
     with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["utterance_id", "fold", "seed", "true", "predicted", *(f"p_{label}" for label in labels)])
