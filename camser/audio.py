@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError
+from .errors import AudioError, first_line
 
 SAMPLE_RATE = 16_000
 MIN_SAMPLE_RATE = 1_000       # Hz; below, no speech survives and resampling explodes the length
@@ -198,4 +198,4 @@ def _is_empty(source) -> bool:
 
 
 def _short(e: Exception) -> str:
-    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return first_line(e, limit=200)

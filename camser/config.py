@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 
 # Enumerations. The corpus readers, feature store and protocols import config, so their lists
@@ -401,7 +401,7 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     try:
         return yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: invalid YAML ({first_line(e)})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

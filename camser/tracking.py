@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from .errors import CamserError
+from .errors import CamserError, first_line
 
 TRACKERS = ("none", "mlflow")
 STATE_FILE = "mlflow.json"
@@ -233,7 +233,7 @@ class MLflowTracker(Tracker):
             return fn(*args, **kwargs)
         except Exception as e:              # the run folder is the record: tracking may fail
             self.enabled = False
-            self.log(f"warning: mlflow: {what} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            self.log(f"warning: mlflow: {what} failed ({first_line(e, with_type=True)}); "
                      "tracking stops for this run")
             return None
 
@@ -273,7 +273,7 @@ class MLflowTracker(Tracker):
                               "experiment": experiment, "logged": []}
         except Exception as e:
             raise CamserError(f"--track mlflow: can't open a run at {redact(self.uri)} "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                              f"({first_line(e, with_type=True)})") from None
         self.run_id = self.state["run_id"]
         self.enabled = True
         self._save()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .common import MemoryWatch, Skip
+from ..errors import first_line
 from ..fileio import write_text
 
 
@@ -74,7 +75,7 @@ def run_tasks(spec: dict) -> dict:
             except Skip as e:
                 entry = {"status": f"skipped: {e}"}
             except Exception as e:  # one failed measurement must not lose the others
-                entry = {"status": f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}",
+                entry = {"status": f"failed: {first_line(e, with_type=True)}",
                          "traceback": traceback.format_exc(limit=6).splitlines()[-12:]}
         entry["process"] = {**mem.result(), "wall_s": round(time.perf_counter() - started, 2), "pid": os.getpid()}
         if gpu:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import SSLConfig
-from ..errors import CamserError, ConfigError
+from ..errors import CamserError, ConfigError, first_line
 
 WAVEFORM_FAMILY = "waveform"   # wav2vec2, HuBERT, WavLM, data2vec-audio, ... (input_values)
 WHISPER_FAMILY = "whisper"     # log-mel input_features
@@ -277,7 +277,7 @@ def _from_hub_or_folder(load: Callable, model: str, what: str, field: str = "fea
     except Exception as e:
         if path.is_dir():
             raise CamserError(f"{field}: could not load the {what} from folder {model} "
-                              f"({_first_line(e)})") from None
+                              f"({first_line(e)})") from None
         if offline:
             raise CamserError(
                 f"{field}: the Hugging Face hub is unreachable ({offline}) and '{model}' is not in "
@@ -285,7 +285,7 @@ def _from_hub_or_folder(load: Callable, model: str, what: str, field: str = "fea
         if _is_download_failure(e):
             raise CamserError(
                 f"{field}: could not download '{model}' from the Hugging Face hub (unreachable, or no "
-                f"such model: {_first_line(e)[:100]}); give a local folder instead: "
+                f"such model: {first_line(e)[:100]}); give a local folder instead: "
                 f"--set {field}=/path/to/folder") from None
         raise
 
@@ -345,11 +345,6 @@ def _quiet_transformers():
         hf_logging.set_verbosity(level)
         if bar:
             hf_logging.enable_progress_bar()
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 class FinetuneEncoder(torch.nn.Module):

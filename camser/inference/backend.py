@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Protocol
 
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import CamserError
+from ..errors import CamserError, first_line
 from ..features.batches import current_name
 from ..features.store import KINDS
 
@@ -76,7 +75,7 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as e:
-            raise CamserError(f"{self.path}: not a usable ONNX model ({_first_line(e)})") from None
+            raise CamserError(f"{self.path}: not a usable ONNX model ({first_line(e)})") from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self._feed_names = tuple(i.name for i in self.session.get_inputs())
         self.inputs = tuple(current_name(n) for n in self._feed_names)   # files of older camsers
@@ -114,7 +113,7 @@ class OnnxBackend:
             out = self.session.run([OUTPUT], feed)[0]
         except Exception as e:
             shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
-            raise CamserError(f"{self.path}: onnxruntime failed on inputs {shapes} ({_first_line(e)})") from None
+            raise CamserError(f"{self.path}: onnxruntime failed on inputs {shapes} ({first_line(e)})") from None
         return np.asarray(out, dtype=np.float32)
 
 
@@ -127,12 +126,3 @@ def _require(module: str):
 
 def _config_digest(model_dir: Path) -> str:
     return hashlib.sha256((Path(model_dir) / "config.json").read_bytes()).hexdigest()
-
-
-def _first_line(e: Exception) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()     # the exporter colours its messages
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Traceback", "File ")):
-            return line[:300]
-    return type(e).__name__

@@ -31,7 +31,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..corpora import get_reader, scan_corpus
-from ..errors import CamserError, ConfigError
+from ..errors import CamserError, ConfigError, first_line
 from ..reports.results import build_results, versions, write_json
 from ..metrics import compute_metrics
 
@@ -60,7 +60,7 @@ def read_label_map(path: str | Path | None) -> dict[str, str | None]:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise CamserError(f"{p}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+        raise CamserError(f"{p}: not valid YAML/JSON ({first_line(e)})") from None
     if not isinstance(data, dict) or not all(v is None or isinstance(v, str) for v in data.values()):
         raise CamserError(f"{p}: expected a mapping of corpus label → model label (or null to drop)")
     return {str(k): v for k, v in data.items()}

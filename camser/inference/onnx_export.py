@@ -51,9 +51,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import CamserError
+from ..errors import CamserError, first_line
 from ..fileio import atomic_write
-from .backend import FORMAT, FORMAT_VERSION, OUTPUT, OnnxBackend, _config_digest, _first_line, _require
+from .backend import FORMAT, FORMAT_VERSION, OUTPUT, OnnxBackend, _config_digest, _require
 
 SOURCES = ("features", "audio")
 QUANTIZE = ("int8",)
@@ -130,7 +130,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, source: str = "featur
     except Exception as e:
         what = f"the encoder {cfg.features.ssl.model} inside the graph" if ssl is not None else "the model"
         hint = "; try --from features" if ssl is not None else ""
-        raise CamserError(f"{md.path}: could not export {what} to ONNX ({_first_line(e)}){hint}") from None
+        raise CamserError(f"{md.path}: could not export {what} to ONNX ({first_line(e)}){hint}") from None
 
     if quantize is not None:
         try:
@@ -172,7 +172,7 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
         with _quiet():
             quantize_dynamic(str(plain), str(dst), weight_type=QuantType.QInt8)
     except Exception as e:
-        raise CamserError(f"{src}: int8 quantisation failed ({_first_line(e)})") from None
+        raise CamserError(f"{src}: int8 quantisation failed ({first_line(e)})") from None
     finally:
         _remove_onnx(plain)
     if props:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CamserError
+from ..errors import CamserError, first_line
 
 ALEXNET_IMAGENET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -233,7 +233,7 @@ def load_alexnet_imagenet(model: AlexNetFeatures, source: str | Path = ALEXNET_I
                 raise FileNotFoundError(src)
             state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:  # no network, missing file, corrupt download …
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        reason = first_line(e, with_type=True)
         raise CamserError(f"{src}: can't load the ImageNet AlexNet weights ({reason}); {hint}") from None
     if not hasattr(model, "classifier"):  # trunk only: the classifier weights are not wanted
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
@@ -241,7 +241,7 @@ def load_alexnet_imagenet(model: AlexNetFeatures, source: str | Path = ALEXNET_I
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CamserError(f"{src}: not a torchvision AlexNet checkpoint "
-                          f"({str(e).splitlines()[0]}); {hint}") from None
+                          f"({first_line(e)}); {hint}") from None
     return model
 
 

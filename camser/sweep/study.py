@@ -18,7 +18,7 @@ from typing import Callable
 import yaml
 
 from ..config import ExperimentConfig, load_config
-from ..errors import CamserError, ConfigError
+from ..errors import CamserError, ConfigError, first_line
 from ..tracking import flatten, redact, run_log
 from .inner import inner_folds, outer_of, write_if_changed
 from .space import METRICS, SweepSpec, with_params
@@ -79,9 +79,7 @@ def _file_lock(path: Path):
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    line = text if isinstance(e, CamserError) else f"{type(e).__name__}: {text}".rstrip(": ")
-    return line[:500]
+    return first_line(e, limit=500, with_type=not isinstance(e, CamserError))
 
 
 class _Surplus(Exception):
