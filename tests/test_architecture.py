@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "camser"
 # The drivers sit on top; nothing below them may import them.
 DRIVERS = ("camser.training", "camser.bench", "camser.cli", "camser.demo", "camser.serve", "camser.sweep")
 BELOW_DRIVERS = ("camser.models", "camser.inference", "camser.reports", "camser.features", "camser.corpora",
-                 "camser.metrics", "camser.protocols", "camser.runtime", "camser.fileio", "camser.audio",
+                 "camser.metrics", "camser.protocols", "camser.runtime", "camser.fileio", "camser.progress", "camser.audio",
                  "camser.segments", "camser.config", "camser.types", "camser.errors")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,9 +111,9 @@ def test_progress_changes_no_number(monkeypatch, capsys):
 
 
 def test_show_bar_only_on_a_terminal_unless_forced(monkeypatch):
-    monkeypatch.setattr(trainer.sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     assert trainer.show_bar(None) is False and trainer.show_bar(True) is True
-    monkeypatch.setattr(trainer.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     assert trainer.show_bar(None) is True and trainer.show_bar(False) is False
 
 

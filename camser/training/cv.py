@@ -96,7 +96,7 @@ def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, chec
     it with early stopping on ``fold``'s validation speakers (``fold.test_ids`` is not read).
     ``normalizer`` (see :func:`fold_normalizer`) standardises every batch's frame features.
     ``progress``: the progress bar inside epochs (None: on a terminal only; see
-    :func:`camser.training.trainer.show_bar`); without one, ``output.progress_every_s`` paces
+    :func:`camser.progress.show_bar`); without one, ``output.progress_every_s`` paces
     the progress lines written to ``log``.
 
     Shared by cross-validation and by ``camser train`` (one split over the whole corpus).
