@@ -30,7 +30,7 @@ CORPORA = ("iemocap", "ravdess", "cremad", "emodb", "tess", "csv")
 FEATURE_KINDS = ("mfcc", "spectrogram", "ssl", "chroma", "melspec")
 NORMALIZE_MODES = ("none", "corpus", "speaker")
 PROTOCOL_SCHEMES = ("loso", "loso_speaker", "lnso", "csv", "holdout")
-VALIDATION_MODES = ("clean", "paper")
+VALIDATION_MODES = ("clean", "paper", "none")
 SSL_LAYERS = ("last", "all", "mean")          # or an integer index into the hidden states
 METRICS = ("wa", "ua", "f1_macro", "f1_weighted")   # the scalar validation metrics train.select_on sums
 # scipy.signal.get_window names that need no parameter
@@ -245,6 +245,8 @@ class ProtocolConfig:
     n_speakers: int = checked(1, ge=1)   # for lnso: speakers held out per fold
     validation: str = checked("clean", choices=VALIDATION_MODES)   # clean (validation speakers from the
                                                                    # training side) | paper (validation = test)
+                                                                   # | none (every training speaker trains;
+                                                                   # needs train.keep: last)
     val_speakers: int = checked(1, ge=1)   # clean: how many training speakers to hold out for validation
     folds: list[int] | None = checked(None, ge=1, items=True)   # run only these folds (1-based)
 
@@ -445,6 +447,9 @@ def _check_relations(cfg: ExperimentConfig) -> None:
              f"{longest_hop[0]} samples at {sr} Hz)"),
             ("train.mixup", not (t.mixup > 0 and t.unit == "utterance"), "mixes examples row by row, so "
              "it needs train.unit: segment (an utterance example spans several segment rows)"),
+            ("train.keep", not (cfg.protocol.validation == "none" and t.keep == "best"),
+             "best needs validation speakers to choose the epoch on, and protocol.validation: none "
+             "holds out none; use train.keep: last (the epoch count fixed beforehand)"),
             ("model.name", "name" in cfg.model, "missing (e.g. camser)")):
         if not ok:
             raise ConfigError(f"{where}: {why}")

@@ -14,6 +14,8 @@ Validation (``protocol.validation``):
 
 - ``clean``: ``protocol.val_speakers`` speakers are taken from the training side of each fold
   (never a test speaker; train and validation disjoint by speaker).
+- ``none``: no validation speakers; every training speaker trains (with ``train.keep: last``
+  the epoch count is fixed beforehand, so nothing needs held-out speakers; more data per fold).
 - ``paper``: validation = test, as the published CA-MSER code does. The test fold then picks the
   checkpoint, so its numbers are optimistic; such folds carry ``optimistic=True`` and ``warning``.
 """
@@ -258,6 +260,9 @@ def make_folds(utterances: list[Utterance], cfg: ProtocolConfig, folds_csv=None)
             # Predefined validation rows (csv) go back to training: the test fold validates.
             train = s.train + (s.val or [])
             val, val_speakers = s.test, test_speakers
+        elif cfg.validation == "none":
+            # Predefined validation rows (csv) train too: nothing is selected on them.
+            train, val, val_speakers = s.train + (s.val or []), [], []
         elif s.val is not None:
             train, val = s.train, s.val
             val_speakers = _sorted(u.speaker for u in val)
@@ -293,8 +298,16 @@ def make_folds(utterances: list[Utterance], cfg: ProtocolConfig, folds_csv=None)
 def training_split(utterances: list[Utterance], cfg: ProtocolConfig) -> Fold:
     """One split over the whole corpus for training a final model: no test set, and
     ``cfg.val_speakers`` speakers held out for early stopping, chosen as ``validation: clean``
-    chooses them in cross-validation. ``cfg.scheme``, ``validation`` and ``folds`` don't apply
-    (there is no test fold to leave out or validate on)."""
+    chooses them in cross-validation; with ``validation: none`` every speaker trains (the epoch
+    count is fixed: ``train.keep: last``). ``cfg.scheme`` and ``folds`` don't apply (there is no
+    test fold to leave out)."""
+    utterances = list(utterances)
+    if cfg.validation == "none":
+        if not utterances:
+            raise CamserError("no utterances to train on")
+        return Fold(index=1, test_ids=[], train_ids=[u.id for u in utterances], val_ids=[],
+                    test_speakers=[], val_speakers=[], name="all speakers",
+                    train_speakers=_sorted(u.speaker for u in utterances))
     if cfg.val_speakers < 1:
         raise ConfigError(f"protocol.val_speakers: must be at least 1 to train a model (early "
                           f"stopping needs validation speakers), got {cfg.val_speakers}")

@@ -56,3 +56,11 @@ def test_hash_changes_with_config():
     assert config_hash(a.features.mfcc) == config_hash(b.features.mfcc)
     b.features.mfcc.n_mfcc = 13
     assert config_hash(a.features.mfcc) != config_hash(b.features.mfcc)
+
+
+def test_validation_none_needs_a_fixed_epoch_count():
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["protocol.validation=none"])          # train.keep defaults to best
+    assert str(e.value).startswith("train.keep: best") and "protocol.validation: none" in str(e.value)
+    c = load_config(overrides=["protocol.validation=none", "train.keep=last"])
+    assert c.protocol.validation == "none"

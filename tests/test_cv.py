@@ -107,6 +107,21 @@ def test_paper_validation_is_flagged_optimistic(workspace, tmp_path):
     assert "optimistic" in (tmp_path / "p/report.md").read_text()
 
 
+def test_validation_none_trains_the_held_out_speakers_too(workspace, tmp_path):
+    lines = []
+    cfg = make_cfg(workspace, "protocol.folds=[1]", "protocol.validation=none", "train.keep=last",
+                   "train.max_epochs=2")
+    results = run_cv(cfg, tmp_path / "n", log=lines.append, progress=False)
+    (fold,) = results["folds"]
+    assert fold["val_speakers"] == [] and fold["epochs"] == fold["best_epoch"] == 2
+    assert results["protocol"]["validation"] == "none"
+    import re
+    n_train, n_val, n_test = map(int, re.search(r"train (\d+), val (\d+), test (\d+)", lines[0]).groups())
+    assert n_val == 0 and n_train == 2 * n_test          # both other sessions, all 4 speakers, train
+    assert not any("val WA" in line for line in lines if line.startswith("epoch"))
+    assert "no validation speakers: every training speaker trains" in (tmp_path / "n/report.md").read_text()
+
+
 def _cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "camser.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})})

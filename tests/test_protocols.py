@@ -148,3 +148,30 @@ def test_emobox_ravdess_folds():
     assert sorted(map(int, tested)) == list(range(1, 25))   # each actor tested once
     _check_clean(folds, utts)
     assert len({tuple(f.val_speakers) for f in folds}) == 6
+
+
+def test_validation_none_trains_on_every_training_speaker(iemocap):
+    clean = make_folds(iemocap, ProtocolConfig(scheme="loso"))
+    none = make_folds(iemocap, ProtocolConfig(scheme="loso", validation="none"))
+    for c, n in zip(clean, none):
+        assert n.val_ids == [] and n.val_speakers == []
+        assert n.test_ids == c.test_ids and not n.optimistic and n.warning is None
+        assert sorted(n.train_ids) == sorted(c.train_ids + c.val_ids)   # the held-out speakers train
+        assert n.train_speakers == sorted(set(c.train_speakers) | set(c.val_speakers))
+        assert not set(n.train_speakers) & set(n.test_speakers)
+
+
+def test_validation_none_csv_predefined_validation_rows_train(iemocap, tmp_path):
+    rows = [[1, "test" if u.speaker == "Ses01F" else "val" if u.speaker == "Ses01M" else "train",
+             u.id, u.speaker, u.label] for u in iemocap]
+    csv_path = _write_csv(tmp_path / "folds.csv", rows)
+    (fold,) = make_folds(iemocap, ProtocolConfig(scheme="csv", validation="none"), folds_csv=csv_path)
+    assert fold.val_ids == [] and "Ses01M" in fold.train_speakers and fold.test_speakers == ["Ses01F"]
+
+
+def test_training_split_without_validation_uses_every_speaker(iemocap):
+    from camser.protocols import training_split
+    split = training_split(iemocap, ProtocolConfig(validation="none"))
+    assert split.val_ids == [] and sorted(split.train_ids) == sorted(u.id for u in iemocap)
+    held = training_split(iemocap, ProtocolConfig(val_speakers=2))
+    assert len(held.val_speakers) == 2 and len(held.train_ids) == len(iemocap) - 8

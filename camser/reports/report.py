@@ -176,9 +176,11 @@ def _blocks(results: dict, figures: dict, run_dir: Path) -> tuple[str, list]:
     b.append(_H(2, "Protocol"))
     validation = protocol.get("validation", "clean")
     b.append(_List([f"scheme: {protocol.get('scheme')}",
-                    f"validation: {validation}" + (
-                        " (validation = test fold)" if validation == "paper" else
-                        " (validation speakers held out from the training side)")]
+                    f"validation: {validation}" + {
+                        "paper": " (validation = test fold)",
+                        "none": " (no validation speakers: every training speaker trains, the last "
+                                "epoch is kept)"}.get(validation, " (validation speakers held out from the "
+                                                                  "training side)")]
                    + [f"{k}: {_fmt(v)}" for k, v in protocol.items()
                       if k not in ("scheme", "validation", "warning", "optimistic", "folds")
                       and not isinstance(v, dict)]))

@@ -78,8 +78,10 @@ def _train(cfg: ExperimentConfig, out: Path, log, progress: bool, rank: int = 0,
     seed = cfg.train.seeds[0]
     if len(cfg.train.seeds) > 1:
         log(f"train.seeds has {len(cfg.train.seeds)} seeds; a single model uses the first ({seed})")
+    held_out = (f"validating on {len(split.val_ids)} of {', '.join(split.val_speakers)}" if split.val_ids
+                else "no validation speakers (protocol.validation: none)")
     log(f"training on {len(split.train_ids)} utterances of {len(split.train_speakers)} speakers, "
-        f"validating on {len(split.val_ids)} of {', '.join(split.val_speakers)}; labels: {', '.join(data.labels)}")
+        f"{held_out}; labels: {', '.join(data.labels)}")
     stats = speaker_statistics(cfg, data, log)
     members, results = [], []
     for k in range(cfg.train.ensemble):          # train.ensemble: N members, seeds seed … seed+N−1

@@ -315,8 +315,9 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         state["history"].append(record)
-        log(f"epoch {epoch:3d}  train loss {record['train_loss']:.4f}  val loss {val_loss:.4f}  "
-            f"val WA {metrics['wa']:.3f} UA {metrics['ua']:.3f}{'  *' if improved else ''}")
+        scored = (f"  val loss {val_loss:.4f}  val WA {metrics['wa']:.3f} UA {metrics['ua']:.3f}"
+                  if len(val) else "")
+        log(f"epoch {epoch:3d}  train loss {record['train_loss']:.4f}{scored}{'  *' if improved else ''}")
         if checkpoint is not None and rank == 0:
             _atomic_save({**state, "model": core.state_dict(), "optimizer": optim.state_dict(),
                           "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
