@@ -104,6 +104,32 @@ def test_inference_features_are_the_training_features(trained):
     np.testing.assert_allclose(fresh, cached, atol=1e-5)
 
 
+def test_a_whole_utterance_model_is_scored_as_cross_validation_scores_it(trained):
+    """train.unit: utterance — the recognizer pools a recording's segments before the head, as
+    cross-validation does from the cache; whole windows share batches, never split."""
+    from camser.config import load_config
+    from camser.features.batches import segment_set
+    from camser.training.cv import data_inputs
+    from camser.training.experiment import prepare_data
+    from camser.training.trainer import predict_segments
+
+    r = trained.recognizer
+    cfg = load_config(None, ["train.unit=utterance"], data=r.cfg.to_dict())
+    pooled = EmotionRecognizer(r.model, r.labels, cfg, device="cpu", batch_size=3)
+    assert pooled.unit == "utterance" and r.unit == "segment"
+    data = prepare_data(cfg, data_inputs(cfg), progress=False)
+    label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
+    some = data.utterances[:6]
+    segs = segment_set(data.stores, [u.id for u in some], label_of)
+    assert len(segs) > len(some)                       # some utterances have several segments
+    cached = predict_segments(r.model, data.stores, segs, 3, "cpu", unit="utterance")
+    fresh = np.log([list(s.probabilities.values()) for p in pooled.predict([u.path for u in some])
+                    for s in p.segments])
+    np.testing.assert_allclose(fresh, cached, atol=1e-5)
+    segment_wise = predict_segments(r.model, data.stores, segs, 3, "cpu")
+    assert not np.allclose(segment_wise, cached, atol=1e-3)   # pooling changes the answers
+
+
 def test_finetuned_encoder_travels_in_the_model_folder(trained, tmp_path):
     """train.mode=finetune: the trained encoder weights are saved and restored (the folder only
     references the encoder's architecture)."""

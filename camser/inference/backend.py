@@ -24,9 +24,12 @@ OUTPUT = "log_probs"
 
 class Backend(Protocol):
     inputs: tuple[str, ...]      # batch keys read: mfcc, spectrogram, ssl or audio
+    pools_segments: bool         # takes ``owner`` and answers per utterance (train.unit: utterance)
 
     def log_probs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        """``{key: (B, ...) float32}`` → ``(B, n_classes)`` float32 log-probabilities."""
+        """``{key: (B, ...) float32}`` → ``(B, n_classes)`` float32 log-probabilities; with an
+        ``owner`` key (``(B,)`` int64, 0 … K−1: the utterance of each segment) and
+        ``pools_segments``, ``(K, n_classes)``: one answer per utterance."""
         ...
 
 
@@ -38,8 +41,11 @@ class TorchBackend:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.inputs = tuple(model.inputs)
-        # keys read when the batch has them (``valid``: frame baselines mask padding with it)
-        self.optional = tuple(k for k in model.optional_inputs if k not in self.inputs)
+        self.pools_segments = bool(model.pools_segments)
+        # keys read when the batch has them (``valid``: frame baselines mask padding with it;
+        # ``owner``: models that pool an utterance's segments before the head)
+        self.optional = tuple(k for k in (*model.optional_inputs, *(("owner",) if self.pools_segments else ()))
+                              if k not in self.inputs)
 
     @torch.no_grad()
     def log_probs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -83,6 +89,7 @@ class OnnxBackend:
         if OUTPUT not in outputs:
             raise CamserError(f"{self.path}: no '{OUTPUT}' output (outputs: {', '.join(outputs)}); "
                               "export it with `camser export-onnx`")
+        self.pools_segments = False     # the exported graph scores segments one by one
         self.labels = json.loads(self.metadata["camser.labels"]) if "camser.labels" in self.metadata else None
         self.source = self.metadata.get("camser.source")
         self.quantize = self.metadata.get("camser.quantize") or None

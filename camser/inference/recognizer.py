@@ -39,7 +39,9 @@ class EmotionRecognizer:
     binary file object, or a list of any of these (their segments share model batches).
     Each recording is cut into ``cfg.segments`` (3 s) segments; the utterance's probabilities
     are the softmax of the mean of its segments' log-probabilities, as cross-validation scores
-    it. Recordings longer than ``2 × window_s`` seconds are streamed window by window with the
+    it. A model trained on whole utterances (``train.unit: utterance``) gets a window's
+    segments together and pools them before its head, as in training; each segment then
+    carries its window's answer (an ONNX graph scores segments one by one). Recordings longer than ``2 × window_s`` seconds are streamed window by window with the
     spectrogram's dB reference taken per window (see :mod:`camser.inference.pipeline`), so an
     hour-long file never sits in memory.
 
@@ -71,6 +73,8 @@ class EmotionRecognizer:
         self.batch_size = int(batch_size or cfg.train.batch_size)
         if self.batch_size < 1:
             raise CamserError(f"batch_size: must be at least 1, got {self.batch_size}")
+        # what one answer of the model covers: a segment, or a whole window (one utterance)
+        self.unit = "utterance" if cfg.train.unit == "utterance" and self.backend.pools_segments else "segment"
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, encoder: str | None = None,
@@ -170,7 +174,7 @@ class EmotionRecognizer:
         ``error`` set instead of raising, and goes on with the rest."""
         if errors not in ("raise", "return"):
             raise ValueError(f"errors: expected 'raise' or 'return', got {errors!r}")
-        queue = _Batches(self.backend, self.batch_size)
+        queue = _Batches(self.backend, self.batch_size, whole_windows=self.unit == "utterance")
         waiting: deque[_Item] = deque()
         for i, source in enumerate(inputs):
             item = _Item(_path_of(source), _name_of(source, i))
@@ -291,10 +295,12 @@ class _Batches:
     """Segments waiting for the model, first in first out, run ``batch_size`` at a time.
 
     Holds each window's feature arrays as they came and copies only the rows of the batch
-    being run, so memory is one batch plus what is waiting (< a batch and a window)."""
+    being run, so memory is one batch plus what is waiting (< a batch and a window).
+    ``whole_windows``: a window is never split between batches; the batch carries ``owner``
+    (its window of each segment) and the backend answers once per window."""
 
-    def __init__(self, backend, batch_size: int):
-        self.backend, self.batch_size = backend, batch_size
+    def __init__(self, backend, batch_size: int, whole_windows: bool = False):
+        self.backend, self.batch_size, self.whole_windows = backend, batch_size, whole_windows
         self.chunks: deque[tuple[_Item, dict[str, np.ndarray]]] = deque()
         self.waiting = 0
 
@@ -313,6 +319,8 @@ class _Batches:
 
     def run(self, everything: bool = False) -> None:
         """Run every full batch (and, with ``everything``, the remainder)."""
+        if self.whole_windows:
+            return self._run_windows(everything)
         while self.waiting >= self.batch_size or (everything and self.waiting):
             take = min(self.batch_size, self.waiting)
             owners: list[_Item] = []
@@ -333,3 +341,23 @@ class _Batches:
                 owner.log_probs.append(row)
                 owner.pending -= 1
             self.waiting -= take
+
+    def _run_windows(self, everything: bool) -> None:
+        """Whole windows, as many as fit in ``batch_size`` segments (at least one)."""
+        while self.waiting >= self.batch_size or (everything and self.waiting):
+            taken: list[tuple[_Item, dict[str, np.ndarray]]] = []
+            rows = 0
+            while self.chunks and (not taken or rows + _n_rows(self.chunks[0][1]) <= self.batch_size):
+                taken.append(self.chunks.popleft())
+                rows += _n_rows(taken[-1][1])
+            sizes = [_n_rows(features) for _, features in taken]
+            batch = {k: np.concatenate([f[k] for _, f in taken]) for k in taken[0][1]}
+            batch["owner"] = np.repeat(np.arange(len(taken), dtype=np.int64), sizes)
+            for (item, _), n, row in zip(taken, sizes, self.backend.log_probs(batch)):
+                item.log_probs += [row] * n          # each segment carries its window's answer
+                item.pending -= n
+            self.waiting -= rows
+
+
+def _n_rows(features: dict[str, np.ndarray]) -> int:
+    return len(next(iter(features.values())))
