@@ -163,3 +163,28 @@ def test_serve_runs_on_the_onnx_file(exported, tiny_model_folder, live_server):
     path = Path(tiny_model_folder.utterances[0].path)
     status, body = upload(s.url, path.name, path.read_bytes())
     assert status == 200 and body == r.predict(str(path)).to_dict() | {"path": path.name}
+
+
+def test_a_whole_utterance_model_exports_with_its_pooling(tiny_model_folder, tmp_path):
+    """train.unit: utterance — the graph takes the segment → utterance membership and gives one
+    answer per utterance; predictions from the ONNX file match PyTorch's pooled ones."""
+    import shutil
+
+    import yaml
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_folder.model_dir, folder)
+    exp = yaml.safe_load((folder / "experiment.yaml").read_text())
+    exp["train"]["unit"] = "utterance"
+    (folder / "experiment.yaml").write_text(yaml.safe_dump(exp))
+    info = export_onnx(folder, tmp_path / "pooled.onnx", log=lambda m: None)
+    assert info["inputs"][-1] == "owner" and info["max_abs_diff"] < TOL
+    backend = OnnxBackend(info["path"])
+    assert backend.pools_segments and "owner" not in backend.inputs
+    pooled = EmotionRecognizer.from_pretrained(folder, device="cpu")
+    assert pooled.unit == "utterance"
+    onnx = EmotionRecognizer.from_pretrained(folder, onnx=info["path"], device="cpu", batch_size=3)
+    assert onnx.unit == "utterance"
+    paths = [u.path for u in tiny_model_folder.utterances[:8]]
+    for g, e in zip(onnx.predict(paths), pooled.predict(paths)):
+        assert g.label == e.label and len(g.segments) == len(e.segments)
+        assert max(abs(g.probabilities[k] - e.probabilities[k]) for k in e.probabilities) < TOL

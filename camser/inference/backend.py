@@ -20,6 +20,7 @@ from ..features.store import KINDS
 FORMAT = "camser-onnx"
 FORMAT_VERSION = 1
 OUTPUT = "log_probs"
+OWNER = "owner"          # the input of a whole-utterance model's graph: which segment is whose
 
 
 class Backend(Protocol):
@@ -84,12 +85,13 @@ class OnnxBackend:
             raise CamserError(f"{self.path}: not a usable ONNX model ({first_line(e)})") from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self._feed_names = tuple(i.name for i in self.session.get_inputs())
-        self.inputs = tuple(current_name(n) for n in self._feed_names)   # files of older camsers
+        # a graph of a whole-utterance model also takes ``owner``: the (K, N) membership matrix
+        self.pools_segments = OWNER in self._feed_names
+        self.inputs = tuple(current_name(n) for n in self._feed_names if n != OWNER)   # older camsers' names
         outputs = [o.name for o in self.session.get_outputs()]
         if OUTPUT not in outputs:
             raise CamserError(f"{self.path}: no '{OUTPUT}' output (outputs: {', '.join(outputs)}); "
                               "export it with `camser export-onnx`")
-        self.pools_segments = False     # the exported graph scores segments one by one
         self.labels = json.loads(self.metadata["camser.labels"]) if "camser.labels" in self.metadata else None
         self.source = self.metadata.get("camser.source")
         self.quantize = self.metadata.get("camser.quantize") or None
@@ -115,13 +117,26 @@ class OnnxBackend:
             raise CamserError(f"{self.path}: unknown input '{unknown[0]}'")
 
     def log_probs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: np.ascontiguousarray(batch[k], dtype=np.float32) for name, k in zip(self._feed_names, self.inputs)}
+        names = [n for n in self._feed_names if n != OWNER]
+        feed = {name: np.ascontiguousarray(batch[k], dtype=np.float32) for name, k in zip(names, self.inputs)}
+        if self.pools_segments:
+            feed[OWNER] = membership(batch.get(OWNER), len(next(iter(feed.values()))))
         try:
             out = self.session.run([OUTPUT], feed)[0]
         except Exception as e:
             shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
             raise CamserError(f"{self.path}: onnxruntime failed on inputs {shapes} ({first_line(e)})") from None
         return np.asarray(out, dtype=np.float32)
+
+
+def membership(owner: np.ndarray | None, n_segments: int) -> np.ndarray:
+    """``owner`` (N,) → the (K, N) float32 0/1 matrix of which segment belongs to which
+    utterance; None → every segment its own utterance (the identity)."""
+    if owner is None:
+        return np.eye(n_segments, dtype=np.float32)
+    owner = np.asarray(owner, dtype=np.int64)
+    k = int(owner.max()) + 1 if owner.size else 0
+    return (owner[None, :] == np.arange(k)[:, None]).astype(np.float32)
 
 
 def _require(module: str):

@@ -20,6 +20,9 @@ Every graph has a dynamic batch axis (dimension 0 of every input and of the outp
 output, ``log_probs`` (B, n_classes): the log-softmax of the logits, what
 :class:`~camser.inference.backend.TorchBackend` returns. Fixed-length axes stay fixed (the
 segment length, the number of MFCC / spectrogram frames and bins, the SSL frame shape).
+A model trained on whole utterances (``train.unit: utterance``) also takes ``owner``, the
+(K, B) 0/1 matrix of which segment belongs to which of K utterances, and answers (K, n_classes):
+its segments pooled before the head, as in training.
 
 The export uses ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript; the
 TorchScript exporter cannot export the SSL layer normalisation with a dynamic batch), opset 18
@@ -53,7 +56,7 @@ import torch.nn.functional as F
 
 from ..errors import CamserError, first_line
 from ..fileio import atomic_write
-from .backend import FORMAT, FORMAT_VERSION, OUTPUT, OnnxBackend, _config_digest, _require
+from .backend import FORMAT, FORMAT_VERSION, OUTPUT, OWNER, OnnxBackend, _config_digest, _require, membership
 
 SOURCES = ("features", "audio")
 QUANTIZE = ("int8",)
@@ -111,6 +114,9 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, source: str = "featur
     pipeline = FeaturePipeline(cfg, names, recognizer.pipeline.encoder if "ssl" in names else None)
     names += tuple(k for k in model.optional_inputs if k not in names)   # e.g. valid
     example = example_batch(pipeline)
+    if recognizer.unit == "utterance":       # whole utterances: segments pooled before the head
+        names += (OWNER,)
+        example[OWNER] = np.repeat([0, 1], [1, len(example[names[0]]) - 1])   # two utterances
     graph = _Graph(model, names, ssl, cfg.features.ssl.dtype).eval()
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -118,13 +124,17 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, source: str = "featur
     n_bytes = sum(p.numel() * p.element_size() for p in graph.parameters())
     exporter = f"torch.onnx.export(dynamo=True), torch {torch.__version__}"
     log(f"exporting {md.path} from {source} (inputs: {', '.join(names)}; opset {opset}) → {out}")
-    args = tuple(torch.from_numpy(example[k]) for k in names)
+    n_segments = len(example[names[0]])
+    args = tuple(torch.from_numpy(membership(example[k], n_segments) if k == OWNER else example[k])
+                 for k in names)
     try:
         with _static_flags(graph), torch.no_grad(), _quiet():
             batch = torch.export.Dim("batch", min=1, max=1 << 16)
+            utterances = torch.export.Dim("utterances", min=1, max=1 << 16)
+            shapes = tuple({0: utterances, 1: batch} if k == OWNER else {0: batch} for k in names)
             torch.onnx.export(graph, args, str(target), input_names=list(names), output_names=[OUTPUT],
                               opset_version=opset, dynamo=True, external_data=n_bytes > _EXTERNAL_DATA_BYTES,
-                              dynamic_shapes=(tuple({0: batch} for _ in names),), verbose=False)
+                              dynamic_shapes=(shapes,), verbose=False)
     except CamserError:
         raise
     except Exception as e:

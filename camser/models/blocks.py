@@ -43,7 +43,12 @@ def stats_pool(x: torch.Tensor, mask: torch.Tensor | None = None, dim: int = 1,
 
 def pool_by_owner(x: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
     """Mean of the rows of ``x`` ``(N, D)`` that share an ``owner`` index ``(N,)`` (0 … K−1)
-    → ``(K, D)``: an utterance's segment vectors pooled into one."""
+    → ``(K, D)``: an utterance's segment vectors pooled into one. ``owner`` may also be the
+    ``(K, N)`` 0/1 membership matrix (what an exported ONNX graph takes: no data-dependent
+    shapes)."""
+    if owner.dim() == 2:
+        member = owner.to(device=x.device, dtype=x.dtype)
+        return (member @ x) / member.sum(1, keepdim=True).clamp_min(1.0)
     owner = owner.to(x.device).long()
     k = int(owner.max()) + 1 if owner.numel() else 0
     total = torch.zeros(k, x.shape[-1], dtype=x.dtype, device=x.device).index_add_(0, owner, x)
