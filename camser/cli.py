@@ -67,11 +67,13 @@ def cmd_prepare(a) -> int:
 def cmd_features(a) -> int:
     from .config import load_config
     cfg = load_config(a.config, a.overrides, data={"corpus": {"prepared": str(a.dir)}})
+    from .augment import augmented_copies
     from .training.experiment import default_cache_dir, load_utterances
     from .features.extract import extract_features
     from .runtime import init_distributed
     rank, world = init_distributed()         # under torchrun each rank extracts a share of the rows
     utterances, labels = load_utterances(cfg)
+    utterances += augmented_copies(utterances, cfg.features.augment.specs)   # features.augment
     stores = extract_features(utterances, cfg, default_cache_dir(cfg), progress=True, rank=rank, world=world)
     for kind, store in stores.items() if rank == 0 else ():
         print(f"{kind:12s} {tuple(store.array.shape)} {store.array.dtype}  {store.path}")

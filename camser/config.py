@@ -184,6 +184,21 @@ class SSLConfig:
 
 
 @dataclass
+class AugmentConfig:
+    # Extra copies of every training utterance, cached beside the originals (camser.augment):
+    # one per speed (0.9 → 10 % slower; tempo and pitch) and one per noise SNR (dB, white noise
+    # seeded by `seed`). Training sets only; validation, test and every statistic see originals.
+    speeds: list[float] = checked(list, gt=0.5, lt=2.0, items=True)
+    noise_snr_db: list[float] = checked(list, ge=-10, le=60, items=True)
+    seed: int = checked(0, ge=0)
+
+    @property
+    def specs(self) -> list[str]:
+        from .augment import copy_specs
+        return copy_specs(self.speeds, self.noise_snr_db, self.seed)
+
+
+@dataclass
 class FeaturesConfig:
     kinds: list[str] = checked(lambda: ["mfcc", "spectrogram", "ssl"], choices=FEATURE_KINDS, items=True,
                                min_items=1)   # + chroma, melspec
@@ -198,6 +213,7 @@ class FeaturesConfig:
     # strict) | speaker (each speaker's own mean/std from its unlabelled audio, test speakers
     # included: transductive, and every report says so).
     normalize: str = checked("none", choices=NORMALIZE_MODES)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -219,8 +235,8 @@ class TrainConfig:
     # segment (each 3 s segment an example) | utterance (an utterance's segments in one example,
     # pooled before the head)
     unit: str = checked("segment", choices=("segment", "utterance"))
-    # cv: N models per fold (seeds seed, seed+1, …), probabilities averaged (`camser train` still
-    # saves one model: the first seed's)
+    # N models per fold (seeds seed, seed+1, …), probabilities averaged; `camser train` saves
+    # them as one ensemble model folder
     ensemble: int = checked(1, ge=1)
     batch_size: int = checked(64, ge=1)
     max_epochs: int = checked(100, ge=1)

@@ -21,6 +21,8 @@ class Utterance:
     session: str
     duration_s: float
     text: str | None = None
+    # an augmented training copy: how its audio is made from ``path`` (see camser.augment)
+    augment: str | None = None
 
 
 @dataclass(frozen=True)

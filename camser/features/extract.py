@@ -23,6 +23,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from ..audio import load_audio, unreadable_reason
+from ..augment import augment_waveform, augmented_length, original_id
 from ..config import ExperimentConfig
 from ..errors import AudioError, CamserError
 from ..runtime import wait_for_all_ranks
@@ -66,7 +67,7 @@ def _table(utterances: Sequence[Utterance], cfg: ExperimentConfig) -> tuple[list
     table: list[Segment] = []
     lengths, offsets = [], []
     for u in utterances:
-        n = resampled_length(u.path, sr)
+        n = augmented_length(resampled_length(u.path, sr), u.augment)
         if n < cfg.audio.min_duration_s * sr:     # fail before any store is written, not mid-way
             raise AudioError(u.path, f"too short ({n / sr:.3f} s < minimum {cfg.audio.min_duration_s:g} s)")
         lengths.append(n)
@@ -276,6 +277,7 @@ def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureS
             u, lo, hi = utterances[i], first_row[i], first_row[i + 1]
             segs = table[lo:hi]
             y = load_audio(u.path, sr=sr, min_duration_s=cfg.audio.min_duration_s)
+            y = augment_waveform(y, sr, u.augment, original_id(u.id))     # originals: unchanged
             y = prepare_waveform(y, cfg, n_samples=lengths[i])
             kinds_now = [k for k in local if todo[k][lo:hi].any()]
             for kind, values in compute_features(y, segs, cfg, kinds_now).items():

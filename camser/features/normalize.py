@@ -220,20 +220,27 @@ class SpeakerStatistics:
     store); :meth:`normalizer` then gives the batch normaliser of a mode for a fold's training
     speakers without reading the stores again.
 
-    ``arrays``: batch key → segment-table array (all share the table ``index``)."""
+    ``arrays``: batch key → segment-table array (all share the table ``index``). ``utterances``:
+    those of the table's rows; augmented copies among them (``augment`` set, see
+    :mod:`camser.augment`) are standardised by their speaker's statistics but never counted in
+    them: statistics come from original audio only."""
 
     def __init__(self, arrays: dict, index, utterances, sample_rate: int, progress=None):
         from ..segments import valid_fractions
         speaker_of = {u.id: u.speaker for u in utterances}
-        self.speakers = sorted({u.speaker for u in utterances})
+        self.speakers = sorted({u.speaker for u in utterances if not u.augment})
         position = {s: i for i, s in enumerate(self.speakers)}
         self.group_of_row = np.array([position[speaker_of[seg.utterance_id]] for seg in index], dtype=np.int64)
         self.valid = valid_fractions(index, utterances, sample_rate)
+        copies = {u.id for u in utterances if u.augment}
+        originals = (np.array([r for r, seg in enumerate(index) if seg.utterance_id not in copies], dtype=np.int64)
+                     if copies else None)
         self.sums = {}
         for key, array in arrays.items():
             if progress:
                 progress(f"normalisation statistics per speaker: {key}")
-            self.sums[key] = frame_group_sums(array, self.group_of_row, len(self.speakers), self.valid)
+            self.sums[key] = frame_group_sums(array, self.group_of_row, len(self.speakers), self.valid,
+                                              rows=originals)
 
     def corpus_statistics(self, speakers) -> FrameStatistics:
         """The pooled statistics of ``speakers`` (a model folder keeps its training speakers')."""

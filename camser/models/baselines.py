@@ -151,7 +151,7 @@ class FrameModel(SegmentModel):
         return self
 
     def batch_builder(self, data, sample_rate: int):
-        builder = FeatureBatches(data.stores, data.utterances, sample_rate, keys=self.inputs)
+        builder = FeatureBatches(data.stores, data.every_utterance, sample_rate, keys=self.inputs)
         self._valid = builder.valid          # per store row: the real-audio fraction
         return builder
 

@@ -240,7 +240,7 @@ class CAMSER(SegmentModel):
         """Batches with ``valid`` when padding is masked; None → the plain cached features."""
         if not self.config.mask_padding:
             return None
-        return FeatureBatches(data.stores, data.utterances, sample_rate, keys=self.inputs)
+        return FeatureBatches(data.stores, data.every_utterance, sample_rate, keys=self.inputs)
 
     def fit_spectrogram(self, arrays: Iterable) -> "CAMSER":
         """Fit the per-bin spectrogram scaling on TRAINING spectrograms ((T, F) arrays or

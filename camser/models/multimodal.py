@@ -118,7 +118,7 @@ class MultimodalSER(SegmentModel):
         text = data.utterance_stores.get("text") if self.use_text else None
         if self.use_text and text is None:
             raise ConfigError("model.modalities: 'text' needs the text embeddings (prepared by the cv run)")
-        return FeatureBatches(data.stores, data.utterances, sample_rate,
+        return FeatureBatches(data.stores, data.every_utterance, sample_rate,
                               keys=["ssl"] if self.use_audio else [], text_store=text)
 
     def _pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

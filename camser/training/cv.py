@@ -54,6 +54,9 @@ def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
         if cfg.train.mode != "frozen":
             raise ConfigError(f"train.mode: {cfg.train.mode} needs a network; model.name "
                               f"{cfg.model['name']} is fitted on cached features (use frozen)")
+        if data.copies:
+            raise ConfigError(f"features.augment: model.name {cfg.model['name']} is fitted on "
+                              "utterance vectors of the original audio; augmented copies train networks only")
         return build_model(cfg.model, len(data.labels), dims, seed=seed), None
     if cfg.train.mode == "frozen":
         model = build_model(cfg.model, len(data.labels), dims)
@@ -65,6 +68,9 @@ def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
     ssl = SSLEncoder(cfg.features.ssl, seg_samples, device=resolve_device(cfg.train.device),
                      sample_rate=cfg.audio.sample_rate)
     dims["ssl"] = tuple(ssl.output_shape)
+    if data.copies:
+        raise ConfigError("features.augment: copies are cached features; train.mode finetune reads "
+                          "the audio itself")
     model = build_model(cfg.model, len(data.labels), dims, encoder=FinetuneEncoder(ssl))
     return model, AudioBatches(data.utterances, cfg)
 
@@ -78,7 +84,7 @@ def speaker_statistics(cfg: ExperimentConfig, data: PreparedData, log=print):
         return None
     index = next(iter(data.stores.values())).index
     return SpeakerStatistics({k: s.array for k, s in data.stores.items()}, index,
-                             data.utterances, cfg.audio.sample_rate, progress=log)
+                             data.every_utterance, cfg.audio.sample_rate, progress=log)
 
 
 def fold_normalizer(cfg: ExperimentConfig, stats, fold):
@@ -105,8 +111,9 @@ def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, chec
     if model_kind(cfg.model) != "torch":
         raise ConfigError(f"model.name: {cfg.model['name']} is not a network trained by epochs "
                           "(cross-validation fits it with the utterance-level path)")
-    label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
-    train = segment_set(data.stores, fold.train_ids, label_of)
+    label_of = data.label_index()
+    # features.augment: the training utterances' copies train too (never validation or test)
+    train = segment_set(data.stores, data.with_copies(fold.train_ids), label_of)
     val = segment_set(data.stores, fold.val_ids, label_of)
     model, batch_fn = build_for_data(cfg, data, seed)
     if cfg.train.unit == "utterance" and not model.pools_segments:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import ExperimentConfig
+from ..augment import augmented_copies, original_id
 from ..corpora import apply_label_set, read_manifest, scan_corpus
 from ..errors import CamserError
 from ..types import Utterance
@@ -20,6 +21,31 @@ class PreparedData:
     # utterance-level stores a model asked for (rows = utterances: openSMILE functionals, text
     # token embeddings), keyed by batch key; see camser.models.prepare_utterance_inputs
     utterance_stores: dict = field(default_factory=dict)
+    # features.augment: the augmented copies of the utterances (rows in the segment stores;
+    # training data only, never in ``utterances``, which folds and statistics are made of)
+    augmented: list[Utterance] = field(default_factory=list)
+
+    @property
+    def every_utterance(self) -> list[Utterance]:
+        """The utterances of the segment stores' rows: originals, then augmented copies."""
+        return self.utterances + self.augmented
+
+    @property
+    def copies(self) -> dict[str, list[str]]:
+        """Original id → ids of its augmented copies."""
+        out: dict[str, list[str]] = {}
+        for c in self.augmented:
+            out.setdefault(original_id(c.id), []).append(c.id)
+        return out
+
+    def label_index(self) -> dict[str, int]:
+        """Utterance id (copies included) → index into ``labels``."""
+        return {u.id: self.labels.index(u.label) for u in self.every_utterance}
+
+    def with_copies(self, ids: list[str]) -> list[str]:
+        """``ids`` followed by their augmented copies (a training set)."""
+        copies = self.copies
+        return list(ids) + [c for uid in ids for c in copies.get(uid, ())]
 
 
 def default_cache_dir(cfg: ExperimentConfig) -> Path:
@@ -64,10 +90,13 @@ def prepare_data(cfg: ExperimentConfig, input_keys: set[str] | None = None, prog
              else list(cfg.features.kinds))
     cache = default_cache_dir(cfg)
     progress = progress and rank == 0
-    stores = extract_features(utterances, cfg, cache, kinds=kinds, progress=progress, rank=rank, world=world)
+    augmented = augmented_copies(utterances, cfg.features.augment.specs) if kinds else []
+    stores = extract_features(utterances + augmented, cfg, cache, kinds=kinds, progress=progress, rank=rank,
+                              world=world)
+
     if rank > 0:
         wait_for_all_ranks()                 # rank 0 writes them; the others then find them complete
     utterance_stores = prepare_utterance_inputs(cfg, utterances, cache, progress=progress)
     if rank == 0 and world > 1:
         wait_for_all_ranks()
-    return PreparedData(utterances, labels, stores, utterance_stores)
+    return PreparedData(utterances, labels, stores, utterance_stores, augmented)

@@ -1,0 +1,157 @@
+"""features.augment: speed and noise copies of training utterances, cached beside the originals;
+training sets only, and no statistic ever sees a copy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from camser.augment import augment_waveform, augmented_copies, augmented_length, copy_specs, original_id
+from camser.config import load_config
+from camser.corpora import scan_corpus, write_manifest
+from camser.corpora.synthetic import generate_iemocap
+from camser.demo import tiny_wav2vec2
+from camser.errors import ConfigError
+from camser.types import Utterance
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+SR = 16_000
+
+
+def _tone(f0: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32)
+
+
+def _peak_hz(y: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    return float(np.fft.rfftfreq(len(y), 1 / SR)[spectrum.argmax()])
+
+
+def test_speed_copies_change_tempo_and_pitch_together():
+    y = _tone(200.0)
+    for speed in (0.9, 1.1):
+        z = augment_waveform(y, SR, f"speed{speed:g}", "u1")
+        assert abs(len(z) - augmented_length(len(y), f"speed{speed:g}")) <= 1
+        assert abs(len(z) - len(y) / speed) <= 1                      # 1.1: shorter
+        assert _peak_hz(z) == pytest.approx(200.0 * speed, abs=3)     # and higher
+    assert augment_waveform(y, SR, None, "u1") is y                   # originals untouched
+
+
+def test_noise_copies_have_the_asked_snr_and_a_fixed_noise_per_utterance():
+    y = _tone(300.0, 2.0)
+    spec = copy_specs([], [10.0], seed=3)[0]
+    assert spec == "noise10db-seed3"
+    a, b = augment_waveform(y, SR, spec, "u1"), augment_waveform(y, SR, spec, "u1")
+    np.testing.assert_array_equal(a, b)                                 # same copy every extraction
+    noise = a - y
+    snr = 10 * np.log10(np.mean(y.astype(np.float64) ** 2) / np.mean(noise.astype(np.float64) ** 2))
+    assert snr == pytest.approx(10.0, abs=0.3)
+    assert not np.array_equal(augment_waveform(y, SR, spec, "u2"), a)   # another utterance, another noise
+    assert not np.array_equal(augment_waveform(y, SR, "noise10db-seed4", "u1"), a)
+
+
+def test_copies_are_utterances_of_their_own():
+    u = Utterance("Ses01F_a", "/c/a.wav", "ang", "Ses01F", "Ses01", 3.0)
+    copies = augmented_copies([u], copy_specs([0.9], [20.0]))
+    assert [c.id for c in copies] == ["Ses01F_a@speed0.9", "Ses01F_a@noise20db-seed0"]
+    assert [c.augment for c in copies] == ["speed0.9", "noise20db-seed0"]
+    assert copies[0].duration_s == pytest.approx(3.0 / 0.9) and copies[1].duration_s == 3.0
+    assert {c.speaker for c in copies} == {"Ses01F"} and {c.label for c in copies} == {"ang"}
+    assert {original_id(c.id) for c in copies} == {u.id} and original_id(u.id) == u.id
+
+
+@pytest.mark.parametrize("override,field", [
+    ("features.augment.speeds=[3.0]", "features.augment.speeds[0]"),
+    ("features.augment.speeds=[0]", "features.augment.speeds[0]"),
+    ("features.augment.noise_snr_db=[100]", "features.augment.noise_snr_db[0]"),
+    ("features.augment.seed=-1", "features.augment.seed"),
+])
+def test_bad_augment_values_are_named(override, field):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=[override])
+    assert str(e.value).startswith(field)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("augment")
+    corpus = generate_iemocap(root / "corpus", n_sessions=3, utterances_per_speaker=6, seed=2)
+    scan = scan_corpus("iemocap", corpus)
+    write_manifest(root / "prepared", scan.utterances, scan.skipped)
+    return root, tiny_wav2vec2(root / "encoder")
+
+
+def _cfg(workspace, *overrides):
+    root, encoder = workspace
+    from pathlib import Path
+    return load_config(Path(__file__).parents[1] / "camser/configs/demo.yaml", list(overrides), data={
+        "corpus": {"prepared": str(root / "prepared")},
+        "features": {"ssl": {"model": str(encoder)}, "cache_dir": str(root / "cache")},
+        "train": {"max_epochs": 1, "min_epochs": 1, "num_threads": 1},
+        "output": {"tsne": False},
+    })
+
+
+def test_copies_train_only_and_no_statistic_sees_them(workspace, tmp_path, monkeypatch):
+    """The training set of a fold gets the copies of its training utterances, never of a
+    validation or test utterance; speaker statistics are those of the original audio alone."""
+    from camser.protocols import make_folds
+    from camser.training import cv
+    from camser.training.experiment import prepare_data
+
+    plain = prepare_data(_cfg(workspace, "features.normalize=speaker"), {"mfcc", "spectrogram", "ssl"},
+                         progress=False)
+    cfg = _cfg(workspace, "features.augment.speeds=[0.9, 1.1]", "features.augment.noise_snr_db=[10]",
+               "features.normalize=speaker")
+    data = prepare_data(cfg, {"mfcc", "spectrogram", "ssl"}, progress=False)
+    assert data.utterances == plain.utterances and len(data.augmented) == 3 * len(data.utterances)
+    store = data.stores["ssl"]
+    assert len(store) > len(plain.stores["ssl"]) and store.path != plain.stores["ssl"].path
+    # a copy's rows differ from its original's (it is other audio), and the originals' rows are
+    # the ones the plain store holds
+    first = data.utterances[0].id
+    rows = {seg.utterance_id: r for r, seg in enumerate(store.index)}
+    assert not np.allclose(store.array[rows[first]], store.array[rows[f"{first}@noise10db-seed0"]])
+    np.testing.assert_array_equal(store.array[rows[first]],
+                                  plain.stores["ssl"].array[{s.utterance_id: r for r, s in
+                                                             enumerate(plain.stores["ssl"].index)}[first]])
+
+    a, b = cv.speaker_statistics(cfg, data, log=lambda m: None), cv.speaker_statistics(cfg, plain, log=lambda m: None)
+    for key in a.sums:                                   # the copies are not in any statistic
+        np.testing.assert_allclose(a.sums[key].s1, b.sums[key].s1, rtol=1e-6)
+        np.testing.assert_allclose(a.sums[key].count, b.sums[key].count)
+
+    fold = make_folds(data.utterances, cfg.protocol)[0]
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(model, stores, train, val, *args, **kwargs):
+        seen["train"], seen["val"] = list(train.utterance_ids), list(val.utterance_ids)
+        raise Stop
+    monkeypatch.setattr(cv, "fit", fake_fit)
+    with pytest.raises(Stop):
+        cv.train_split(cfg, data, fold, 0, None, log=lambda m: None)
+    trained = set(seen["train"])
+    assert {original_id(i) for i in trained} == set(fold.train_ids)
+    assert {f"{i}@speed0.9" for i in fold.train_ids} <= trained          # every training copy trains
+    held = set(fold.val_ids) | set(fold.test_ids)
+    assert not {i for i in trained if original_id(i) in held}           # no copy of a held-out one
+    assert all("@" not in i for i in seen["val"])
+
+
+def test_a_cross_validation_with_copies_runs_and_they_refuse_utterance_models(workspace, tmp_path):
+    from camser.training.cv import run_cv
+    torch.set_num_threads(1)
+    lines = []
+    results = run_cv(_cfg(workspace, "features.augment.speeds=[1.1]", "protocol.folds=[1]"), tmp_path / "run",
+                     log=lines.append, progress=False)
+    (fold,) = results["folds"]
+    assert results["config"]["features"]["augment"]["speeds"] == [1.1] and fold["n_test"] > 0
+    n_train = int(next(line for line in lines if "train " in line and "utterances" in line).split("train ")[1].split(",")[0])
+    assert n_train > 0
+    with pytest.raises(ConfigError, match="features.augment"):
+        run_cv(_cfg(workspace, "features.augment.speeds=[1.1]", "model.name=linear", "protocol.folds=[1]"),
+               tmp_path / "linear", log=lambda m: None, progress=False)
