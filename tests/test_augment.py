@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from camser.augment import augment_waveform, augmented_copies, augmented_length, copy_specs, original_id
+from camser.augment import (
+    augment_waveform,
+    augmented_copies,
+    augmented_length,
+    copy_specs,
+    original_id,
+)
 from camser.config import load_config
 from camser.corpora import scan_corpus, write_manifest
 from camser.corpora.synthetic import generate_iemocap

@@ -5,12 +5,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ExperimentConfig
 from ..augment import augmented_copies, original_id
+from ..config import ExperimentConfig
 from ..corpora import apply_label_set, read_manifest, scan_corpus
 from ..errors import CamserError
-from ..types import Utterance
 from ..features.store import KINDS
+from ..types import Utterance
 
 
 @dataclass
@@ -81,7 +81,7 @@ def prepare_data(cfg: ExperimentConfig, input_keys: set[str] | None = None, prog
 
     Under torchrun every rank calls it (``rank`` of ``world``): the segment stores are
     extracted in shares, one per rank; the utterance-level ones by rank 0 while the others wait."""
-    from ..features.extract import extract_features   # heavy imports only when needed
+    from ..features.extract import extract_features  # heavy imports only when needed
     from ..models import prepare_utterance_inputs
     from ..runtime import wait_for_all_ranks
 
