@@ -5,6 +5,8 @@ the worst test speakers of each run.
 
     python benchmarks/results_table.py runs/ravdess_linear runs/ravdess_camser_plus ...
     python benchmarks/results_table.py --levers runs/levers/*      # one row per lever run
+    python benchmarks/results_table.py --levers runs/levers/* --reference runs/ravdess_camser_plus
+                                         # + each lever's UA change on the same fold × seed entries
 """
 from __future__ import annotations
 
@@ -36,6 +38,20 @@ def row(run: Path) -> dict:
             "seed_ua": (float(np.mean(seeds)), float(np.std(seeds))), "wall_s": r.get("wall_s")}
 
 
+def paired_change(run: Path, reference: Path) -> tuple[float, float, int] | None:
+    """UA of ``run`` − UA of ``reference`` on the (fold, seed) entries both have: the mean over
+    seeds of the per-seed mean difference, its std over seeds, and the number of entries."""
+    ref = {(f["fold"], f["seed"]): f["ua"] for f in load(reference)["folds"]}
+    by_seed: dict = {}
+    for f in load(run)["folds"]:
+        if (f["fold"], f["seed"]) in ref:
+            by_seed.setdefault(f["seed"], []).append(f["ua"] - ref[(f["fold"], f["seed"])])
+    if not by_seed:
+        return None
+    means = [float(np.mean(v)) for v in by_seed.values()]
+    return float(np.mean(means)), float(np.std(means)), sum(len(v) for v in by_seed.values())
+
+
 def pm(pair) -> str:
     return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
 
@@ -44,16 +60,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--levers", action="store_true", help="name rows by their folder (lever runs)")
+    p.add_argument("--reference", type=Path, help="a run to pair every row with: UA change on the "
+                   "same (fold, seed) entries, mean ± std over seeds")
     a = p.parse_args(argv)
     runs = [r for r in a.runs if (r / "results.json").is_file()]
     rows = [row(r) for r in runs]
-    print("| run | normalisation | UA % | WA % | macro-F1 % | UA of the seed means | fold×seed entries | wall |")
-    print("|---|---|---|---|---|---|---|---|")
+    extra = " | UA change vs reference (entries) |" if a.reference else " |"
+    print("| run | normalisation | UA % | WA % | macro-F1 % | UA of the seed means | fold×seed entries | wall" + extra)
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if a.reference else ""))
     for r, path in zip(rows, runs):
         name = path.name if a.levers else r["name"]
         wall = "–" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
+        change = ""
+        if a.reference:
+            d = paired_change(path, a.reference)
+            change = " – |" if d is None else f" {100 * d[0]:+.1f} ± {100 * d[1]:.1f} ({d[2]}) |"
         print(f"| `{name}` | {r['normalize']} | {pm(r['ua'])} | {pm(r['wa'])} | {pm(r['f1'])} | "
-              f"{pm(r['seed_ua'])} ({len(r['seeds'])} seed{'s' * (len(r['seeds']) > 1)}) | {r['n']} | {wall} |")
+              f"{pm(r['seed_ua'])} ({len(r['seeds'])} seed{'s' * (len(r['seeds']) > 1)}) | {r['n']} | {wall} |"
+              + change)
     if a.levers:
         return 0
     print()
