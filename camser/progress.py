@@ -1,7 +1,7 @@
 """Progress through long work: a live bar on a terminal, paced plain lines in a log file.
 
-Below the drivers on purpose, so that any long loop (an epoch, a validation pass, and next
-feature extraction) can report the same way.
+Below the drivers on purpose, so that any long loop (an epoch, a validation pass, feature
+extraction) reports the same way.
 """
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ class PassProgress:
 
     clock = staticmethod(time.monotonic)        # tests substitute a fake clock
 
-    def __init__(self, what: str, total: int, log: Callable[[str], None], bar: bool, every_s: float):
-        self.what, self.total, self.log, self.every_s = what, total, log, every_s
+    def __init__(self, what: str, total: int, log: Callable[[str], None], bar: bool, every_s: float,
+                 unit: str = "batch"):
+        self.what, self.total, self.log, self.every_s, self.unit = what, total, log, every_s, unit
         self.done = 0
         self.started = self.last = self.clock()
-        self.bar = (tqdm(total=total, desc=what, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
+        self.bar = (tqdm(total=total, desc=what, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
                     if bar else None)
 
     def __enter__(self) -> "PassProgress":
@@ -58,5 +59,5 @@ class PassProgress:
         elapsed = now - self.started
         eta = elapsed / self.done * (self.total - self.done)
         loss_part = "" if loss is None else f", loss {loss:.4f}"
-        self.log(f"{self.what}: batch {self.done}/{self.total} ({100 * self.done // self.total}%), "
+        self.log(f"{self.what}: {self.unit} {self.done}/{self.total} ({100 * self.done // self.total}%), "
                  f"{tqdm.format_interval(elapsed)} elapsed, ETA {tqdm.format_interval(eta)}{loss_part}")

@@ -173,3 +173,22 @@ def test_compare_prints_one_summary_line_per_system(corpus, tmp_path):
                             rf"run {re.escape(str(tmp_path / 'cmp' / name))}", line), line
     # printed right after its own cv: the lstm line comes before the mlp run starts
     assert lines.index(done[0]) < lines.index("== mlp (model mlp)")
+
+
+def test_feature_extraction_writes_paced_lines_not_bar_redraws(corpus, tmp_path, capsys):
+    """Without a terminal, extraction reports through ``log`` (the run's log file) in plain lines
+    and draws no bar; with progress_every_s 0 it stays silent."""
+    from camser.features.extract import extract_features
+    from camser.training.experiment import load_utterances
+
+    cfg = load_config(None, data=system(corpus, {"name": "lstm"}))
+    utterances, _ = load_utterances(cfg)
+    lines: list[str] = []
+    extract_features(utterances, cfg, tmp_path / "a", kinds=["mfcc"], progress=None, log=lines.append,
+                     progress_every_s=1e-9)
+    assert lines and all(re.match(r"features: utterance \d+/\d+ \(\d+%\), .* elapsed, ETA ", x) for x in lines)
+    assert "\r" not in capsys.readouterr().err
+    quiet: list[str] = []
+    extract_features(utterances, cfg, tmp_path / "b", kinds=["mfcc"], progress=False, log=quiet.append,
+                     progress_every_s=0)
+    assert quiet == []

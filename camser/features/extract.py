@@ -16,16 +16,16 @@ byte those one process writes; a resumed run shares out what is left, whatever i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import soundfile as sf
-from tqdm.auto import tqdm
 
 from ..audio import load_audio, unreadable_reason
 from ..augment import augment_waveform, augmented_length, original_id
 from ..config import ExperimentConfig
 from ..errors import AudioError, CamserError
+from ..progress import PassProgress, show_bar
 from ..runtime import wait_for_all_ranks
 from ..segments import cut, segment_utterance
 from ..types import Segment, Utterance
@@ -136,8 +136,10 @@ def compute_features(y: np.ndarray, segments: Sequence[Segment], cfg: Experiment
 # ---------------------------------------------------------------------- corpus extraction
 
 def extract_features(utterances: Sequence[Utterance], cfg: ExperimentConfig, cache_dir: str | Path,
-                     kinds: Sequence[str] | None = None, progress: bool = True, device: str = "cpu",
-                     encoder: SSLEncoder | None = None, rank: int = 0, world: int = 1) -> dict[str, FeatureStore]:
+                     kinds: Sequence[str] | None = None, progress: bool | None = True, device: str = "cpu",
+                     encoder: SSLEncoder | None = None, rank: int = 0, world: int = 1,
+                     log: Callable[[str], None] | None = None, progress_every_s: float = 60.0
+                     ) -> dict[str, FeatureStore]:
     """Compute (or find in ``cache_dir``) the features of every segment of ``utterances``.
 
     ``kinds`` defaults to ``cfg.features.kinds``. Each file is loaded once at
@@ -146,7 +148,9 @@ def extract_features(utterances: Sequence[Utterance], cfg: ExperimentConfig, cac
     on ``device`` (or by ``encoder``, if given). Returns ``{kind: complete FeatureStore}``.
     ``world > 1``: every one of ``world`` processes (torchrun's ranks) calls it with the same
     arguments and its ``rank``, and computes its share (module docstring); rank 0 alone shows
-    progress.
+    progress: ``progress`` True draws a bar (None: on a terminal only; False: none); without a
+    bar, ``log`` gets a plain progress line at most every ``progress_every_s`` seconds (a run's
+    log file gets lines, not a bar's redraws).
     """
     kinds = list(dict.fromkeys(kinds if kinds is not None else cfg.features.kinds))
     for kind in kinds:
@@ -181,7 +185,8 @@ def extract_features(utterances: Sequence[Utterance], cfg: ExperimentConfig, cac
         raise ValueError(f"encoder built for {encoder.segment_samples}-sample segments, config says {seg_len}")
     writers = _open_writers(todo, table, utterances, cfg, encoder, rank, world)
     owned = _shares(writers, offsets, max(1, cfg.features.ssl.batch_size), rank, world)
-    _run(utterances, table, lengths, offsets, cfg, writers, owned, encoder, progress and rank == 0)
+    _run(utterances, table, lengths, offsets, cfg, writers, owned, encoder,
+         (show_bar(progress) and rank == 0, log if rank == 0 else None, progress_every_s))
     if world > 1:
         wait_for_all_ranks()                 # every share flushed
     if rank == 0:
@@ -245,7 +250,7 @@ def _create_store(kind: str, path: Path, h: str, table: list[Segment], utterance
 
 
 def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureStore],
-         owned: dict[str, np.ndarray], encoder, progress: bool) -> None:
+         owned: dict[str, np.ndarray], encoder, progress: tuple) -> None:
     """The single pass over this rank's ``owned`` rows still to do: load → prepare →
     per-utterance kinds → SSL rows into fixed batches."""
     sr = cfg.audio.sample_rate
@@ -272,8 +277,11 @@ def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureS
     todo = {kind: owned[kind] & ~w.done for kind, w in writers.items()}
     needed = [i for i in range(len(utterances)) if any(t[first_row[i]:first_row[i + 1]].any() for t in todo.values())]
     since_flush = 0
+    bar, log, every_s = progress
+    meter = PassProgress("features", len(needed), log or (lambda m: None), bar, every_s if log else 0,
+                         unit="utterance")
     try:
-        for i in tqdm(needed, desc="features", unit="utt", disable=not progress):
+        for i in needed:
             u, lo, hi = utterances[i], first_row[i], first_row[i + 1]
             segs = table[lo:hi]
             y = load_audio(u.path, sr=sr, min_duration_s=cfg.audio.min_duration_s)
@@ -297,8 +305,10 @@ def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureS
                 if since_flush >= bs:
                     flush_all()
                     since_flush = 0
+            meter.update()
         if pending:
             encode_pending()
     finally:
+        meter.__exit__()
         # rows marked done have their data written already: persisting them is always safe
         flush_all()

@@ -383,7 +383,7 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fol
         if rank != 0:
             return {}
         return finalize(cfg, out, folds, labels)        # keeps the wall time the run took
-    data = prepare_data(cfg, data_inputs(cfg), progress=progress is not False, rank=rank, world=world)
+    data = prepare_data(cfg, data_inputs(cfg), progress=progress, rank=rank, world=world, log=log)
     ddp = world > 1 and cfg.train.distribute == "data"
     ctx = run_context(cfg, data, log, rank, world, ddp)
     ctx.progress = progress if rank == 0 else False      # one bar on a terminal, not one per rank

@@ -73,14 +73,16 @@ def load_utterances(cfg: ExperimentConfig) -> tuple[list[Utterance], list[str]]:
     return utterances, labels
 
 
-def prepare_data(cfg: ExperimentConfig, input_keys: set[str] | None = None, progress: bool = True,
-                 rank: int = 0, world: int = 1) -> PreparedData:
+def prepare_data(cfg: ExperimentConfig, input_keys: set[str] | None = None, progress: bool | None = True,
+                 rank: int = 0, world: int = 1, log=None) -> PreparedData:
     """Load the corpus and extract (or reuse) the features the model reads: the segment stores
     of ``input_keys`` (batch keys; None = ``features.kinds``) and the utterance-level stores the
     configured model prepares for itself (text embeddings, openSMILE functionals).
 
     Under torchrun every rank calls it (``rank`` of ``world``): the segment stores are
-    extracted in shares, one per rank; the utterance-level ones by rank 0 while the others wait."""
+    extracted in shares, one per rank; the utterance-level ones by rank 0 while the others wait.
+    ``progress``: a bar (True; None: on a terminal only); ``log``: paced progress lines instead
+    of a bar (every ``output.progress_every_s``)."""
     from ..features.extract import extract_features  # heavy imports only when needed
     from ..models import prepare_utterance_inputs
     from ..runtime import wait_for_all_ranks
@@ -89,10 +91,10 @@ def prepare_data(cfg: ExperimentConfig, input_keys: set[str] | None = None, prog
     kinds = ([k for k in sorted(input_keys) if k in KINDS] if input_keys is not None
              else list(cfg.features.kinds))
     cache = default_cache_dir(cfg)
-    progress = progress and rank == 0
+    progress = progress if rank == 0 else False
     augmented = augmented_copies(utterances, cfg.features.augment.specs) if kinds else []
     stores = extract_features(utterances + augmented, cfg, cache, kinds=kinds, progress=progress, rank=rank,
-                              world=world)
+                              world=world, log=log, progress_every_s=cfg.output.progress_every_s)
 
     if rank > 0:
         wait_for_all_ranks()                 # rank 0 writes them; the others then find them complete

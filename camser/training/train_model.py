@@ -73,7 +73,7 @@ def _train(cfg: ExperimentConfig, out: Path, log, progress: bool, rank: int = 0,
 
     started = time.time()
 
-    data = prepare_data(cfg, data_inputs(cfg), progress=progress, rank=rank, world=world)
+    data = prepare_data(cfg, data_inputs(cfg), progress=progress, rank=rank, world=world, log=log)
     split = training_split(data.utterances, cfg.protocol)
     seed = cfg.train.seeds[0]
     if len(cfg.train.seeds) > 1:
