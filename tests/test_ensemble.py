@@ -59,3 +59,14 @@ def test_the_onnx_export_runs_the_whole_ensemble(ensemble_folder, tmp_path):
     assert info["max_abs_diff"] < 1e-4             # onnxruntime against the torch ensemble
     rec = EmotionRecognizer.from_pretrained(ensemble_folder, device="cpu", onnx=tmp_path / "ensemble.onnx")
     assert rec.model is None and len(rec.labels) == 4
+
+
+def test_members_with_a_frame_encoder_of_their_own_can_be_ensembled():
+    """Query2Label's self-attention encoder over cached frames is not an SSL encoder reading audio:
+    only members that read raw audio (a fine-tuned SSL encoder inside) are refused."""
+    from camser.models import build_model
+    section = {"name": "query2label", "feature": "ssl", "d_model": 8, "heads": 2, "ffn_dim": 16, "encoder_layers": 1}
+    members = [build_model(section, 4, {"ssl": (10, 16)}) for _ in range(2)]
+    ensemble = Ensemble.of(members)
+    out = ensemble({"ssl": torch.randn(3, 10, 16)})
+    assert out.shape == (3, 4) and torch.allclose(out.exp().sum(1), torch.ones(3), atol=1e-5)

@@ -36,7 +36,7 @@ class Ensemble(SegmentModel):
         super().__init__()
         if len(members) != config.n_members or len(members) < 1:
             raise ConfigError(f"model.n_members: {config.n_members}, but {len(members)} members were given")
-        if any(getattr(m, "encoder", None) is not None for m in members):
+        if any("audio" in m.inputs for m in members):     # an SSL encoder inside reads raw audio
             raise ConfigError("train.ensemble: members with an SSL encoder inside (train.mode: finetune) "
                               "can't be ensembled; use train.mode: frozen")
         self.config = config
