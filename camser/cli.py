@@ -192,6 +192,8 @@ def cmd_serve(a) -> int:
             raise CamserError(f"--{option.replace('_', '-')}: must be positive, got {getattr(a, option):g}")
     recognizer = EmotionRecognizer.from_pretrained(a.model_dir, encoder=a.encoder, device=a.device,
                                                    batch_size=a.batch_size, onnx=a.onnx)
+    if a.adapt_from:                 # one site's (or speaker's) statistics for every request
+        recognizer.adapt(a.adapt_from)
     print(f"serving {a.model_dir} ({', '.join(recognizer.labels)}; {'onnx' if a.onnx else 'torch'}) "
           f"on http://{a.host}:{a.port}/  (API: /v1/predict, /v1/model, /healthz, /docs)", file=sys.stderr)
     serve(recognizer, host=a.host, port=a.port, max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
@@ -229,6 +231,13 @@ def cmd_demo(a) -> int:
     from .demo import run_demo
     run_demo(a.out, quick=a.quick, encoder=a.encoder)
     return 0
+
+
+def _add_adapt_from_arg(s, whose: str = "the inputs'") -> None:
+    s.add_argument("--adapt-from", nargs="+", default=None, metavar="PATH",
+                   help=f"recordings (files/folders) of the same speaker or site: their feature statistics "
+                        f"standardise {whose} features instead of the training speakers' (no labels; needs "
+                        f"a model trained with features.normalize)")
 
 
 def _add_onnx_arg(p: argparse.ArgumentParser) -> None:
@@ -302,10 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "stderr and carry an error field), 2 when none was.")
     s.add_argument("model_dir", type=Path, help="folder written by `camser train`")
     s.add_argument("paths", nargs="+", help="audio files and/or folders")
-    s.add_argument("--adapt-from", nargs="+", default=None, metavar="PATH",
-                   help="recordings (files/folders) of the same speaker or site: their feature statistics "
-                        "standardise the inputs instead of the training speakers' (no labels; needs a model "
-                        "trained with features.normalize)")
+    _add_adapt_from_arg(s)
     s.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     s.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
     s.add_argument("--segments", action="store_true", help="table/csv: the per-segment timeline too "
@@ -330,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "included (then 408 while uploading, 504 after)")
     s.add_argument("--body-timeout-s", type=float, default=10.0,
                    help="longest pause while an upload is sent (then 408)")
+    _add_adapt_from_arg(s, "every request's")
     _add_onnx_arg(s)
     _add_runtime_args(s)
     s.set_defaults(func=cmd_serve)

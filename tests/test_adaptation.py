@@ -74,6 +74,34 @@ def test_predict_cli_adapt_from(normalized, tmp_path, capsys):
     assert adapted != plain
 
 
+def test_serve_adapt_from_standardises_every_request_by_the_sites_statistics(normalized, tmp_path, monkeypatch):
+    """`camser serve --adapt-from FOLDER`: the served recognizer uses the folder's statistics;
+    /v1/model says whose statistics they are."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    import camser.serve.app as app_module
+    from camser.serve.app import create_app
+    served = {}
+    monkeypatch.setattr(app_module, "serve", lambda recognizer, **kw: served.setdefault("r", recognizer))
+    site = tmp_path / "site"
+    site.mkdir()
+    for i in range(2):
+        write_tone(site / f"{i}.wav", 3.0, f0=260, seed=i)
+    assert main(["serve", str(normalized.model_dir), "--device", "cpu", "--adapt-from", str(site)]) == 0
+    r = served["r"]
+    assert r.normalization is not r.training_normalization and r.normalization.source == "2 recording(s)"
+    talk = write_tone(tmp_path / "talk.wav", 4.0)
+    expected = EmotionRecognizer.from_pretrained(normalized.model_dir, device="cpu").adapt(site).predict(talk)
+    client = TestClient(create_app(r))
+    info = client.get("/v1/model").json()
+    assert info["normalization"] == {"mode": "corpus", "statistics": "2 recording(s)"}
+    with open(talk, "rb") as fh:
+        got = client.post("/v1/predict", files={"file": ("talk.wav", fh, "audio/wav")}).json()
+    assert got["label"] == expected.label
+    assert max(abs(got["probabilities"][k] - v) for k, v in expected.probabilities.items()) < 1e-5
+
+
 def test_evaluate_adapt_and_restricted_labels(normalized, tmp_path, capsys):
     corpus = _ravdess(tmp_path / "ravdess")
     runs = {}

@@ -107,6 +107,9 @@ class ModelOut(BaseModel):
     model_versions: dict = Field(description="package versions the model was trained with")
     created: Optional[str] = None
     training: Optional[dict] = None
+    normalization: Optional[dict] = Field(None, description="features.normalize: the mode, and whose "
+                                                            "statistics standardise the inputs (the "
+                                                            "training speakers', or serve --adapt-from's)")
     max_upload_bytes: int
     max_audio_s: float = Field(description="the longest accepted recording (seconds, from its header)")
     request_timeout_s: float = Field(description="time limit of a request, from its arrival to its answer")
@@ -351,6 +354,9 @@ def _model_info(recognizer, backend_name: str, version: str) -> dict:
         "configuration": {"model": dict(cfg.model), **feature_section(cfg)},
         "version": version, "model_versions": meta.get("versions") or {}, "created": meta.get("created"),
         "training": meta.get("training"),
+        # features.normalize: whose statistics standardise the inputs (serve --adapt-from)
+        "normalization": None if recognizer.normalization is None else {
+            "mode": meta.get("normalize"), "statistics": recognizer.normalization.source},
     }
 
 
