@@ -68,7 +68,8 @@ def wrong_types(tp) -> list:
     for m in _members(tp):
         if typing.get_origin(m) in (list, tuple):
             item = typing.get_args(m)[0]
-            out.append(["abc"] * n_items(m) if item in (int, float) else [5] * n_items(m))
+            wrong_item = "abc" if item in (int, float) else 5 if item is str else {"oops": 1}   # unions: a mapping
+            out.append([wrong_item] * n_items(m))
     return out
 
 

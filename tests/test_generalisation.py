@@ -204,6 +204,23 @@ def test_linear_probe_chooses_C_on_inner_speaker_folds_and_labels_normalisation(
     assert "none (strict)" in md and "speaker (transductive)" in md
 
 
+def test_linear_probe_chooses_the_layer_pooling_with_C_on_inner_folds(ws, tmp_path):
+    """``layer`` as a list: every (layer, C) pair is scored on the inner speaker folds; the
+    chosen pair's predictions are those of a probe configured with it alone."""
+    section = {"name": "linear", "layer": ["mean", "all", -1], "C": [0.01, 1.0], "inner_folds": 2, "std": True}
+    chosen = cv(make_cfg(ws, section, "features.kinds=[ssl]", "protocol.folds=[1]"), tmp_path / "choice")
+    (fold,) = chosen["folds"]
+    assert set(fold["chosen"]["inner_ua"]) == {f"layer {la}, C {c}" for la in ("mean", "all", -1) for c in (0.01, 1.0)}
+    best = max(fold["chosen"]["inner_ua"].items(), key=lambda kv: kv[1])[0]
+    assert best == f"layer {fold['chosen']['layer']}, C {fold['chosen']['C']}"
+    fixed = cv(make_cfg(ws, {**section, "layer": fold["chosen"]["layer"], "C": [fold["chosen"]["C"]]},
+                        "features.kinds=[ssl]", "protocol.folds=[1]"), tmp_path / "fixed")
+    assert fixed["folds"][0]["confusion"] == fold["confusion"]
+    with pytest.raises(ConfigError, match="model.layer"):
+        cv(make_cfg(ws, {**section, "layer": ["mean", 9]}, "features.kinds=[ssl]", "protocol.folds=[1]"),
+           tmp_path / "bad")
+
+
 def test_plus_preset_whole_utterances_ensemble_and_speaker_normalisation(ws, tmp_path):
     cfg = make_cfg(ws, {"name": "camser", "preset": "plus"}, "protocol.folds=[1]", "train.unit=utterance",
                    "train.ensemble=2", "features.normalize=speaker", "train.schedule=cosine",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -215,14 +216,20 @@ def _build_opensmile(section: dict, n_classes: int, feature_dims: dict, seed: in
 class LinearConfig:
     n_classes: int = checked(4, ge=1)
     # mean (average of the cached hidden states) | all (concatenated) | an index (checked against the
-    # cached layers when the features are read; negative ones count from the end)
-    layer: int | str = checked("mean", choices=("mean", "all"))
+    # cached layers when the features are read; negative ones count from the end) | a list of these,
+    # chosen with C on the inner folds
+    layer: int | str | list[int | str] = checked("mean", choices=("mean", "all"), items=True, min_items=1)
     std: bool = False                 # mean + std pooling over the utterance's real frames
     # one, or several (chosen on inner folds)
     C: float | list[float] = checked(lambda: [0.01, 0.1, 1.0], gt=0, items=True, min_items=1)
     inner_folds: int = checked(4, ge=2)   # speaker-grouped folds of the training speakers that choose C
     class_weight: str | None = checked(None, choices=("balanced",))   # null | balanced
     max_iter: int = checked(2000, ge=1)
+
+
+def _select_parts(x: np.ndarray, n_layers: int, layer, n_parts: int) -> np.ndarray:
+    """:func:`select_layers` on each of the ``n_parts`` equal column blocks of ``x`` (mean | std)."""
+    return np.concatenate([select_layers(p, n_layers, layer) for p in np.split(x, n_parts, axis=1)], 1)
 
 
 def select_layers(vectors: np.ndarray, n_layers: int, layer) -> np.ndarray:
@@ -247,18 +254,30 @@ class LinearProbe(EstimatorModel):
 
     fits_validation_speakers = True
 
-    def __init__(self, config: LinearConfig, seed: int):
-        self.config, self.seed, self.chosen = config, seed, None
+    def __init__(self, config: LinearConfig, seed: int, n_layers: int = 1):
+        self.config, self.seed, self.chosen, self.n_layers = config, seed, None, n_layers
         super().__init__(self._pipeline(self._candidates()[0]), config.n_classes)
 
-    def _candidates(self) -> list[float]:
-        return [float(c) for c in (self.config.C if isinstance(self.config.C, list) else [self.config.C])]
+    @property
+    def _layer_choice(self) -> bool:
+        """Several ``layer`` candidates: the matrix keeps every layer and each candidate's
+        pipeline selects its own."""
+        return isinstance(self.config.layer, list)
 
-    def _pipeline(self, C: float):
+    def _candidates(self) -> list[tuple]:
+        """(layer, C) pairs, layer None when the matrix is already the configured layer's."""
+        cs = [float(c) for c in (self.config.C if isinstance(self.config.C, list) else [self.config.C])]
+        layers = self.config.layer if self._layer_choice else [None]
+        return [(layer, c) for layer in layers for c in cs]
+
+    def _pipeline(self, candidate: tuple):
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-        return make_pipeline(StandardScaler(), LogisticRegression(
+        from sklearn.preprocessing import FunctionTransformer, StandardScaler
+        layer, C = candidate
+        steps = [] if layer is None else [FunctionTransformer(partial(
+            _select_parts, n_layers=self.n_layers, layer=layer, n_parts=2 if self.config.std else 1))]
+        return make_pipeline(*steps, StandardScaler(), LogisticRegression(
             C=C, max_iter=self.config.max_iter, class_weight=self.config.class_weight, random_state=self.seed))
 
     def utterance_matrix(self, data, sample_rate: int) -> np.ndarray:
@@ -267,17 +286,21 @@ class LinearProbe(EstimatorModel):
             raise ConfigError("model.name: linear reads SSL frames (features.kinds must include ssl)")
         n_layers = store.array.shape[1] if store.array.ndim == 4 else 1
         means = utterance_means(data, ["ssl"], sample_rate, std=self.config.std)
-        parts = np.split(means, 2 if self.config.std else 1, axis=1)
-        return np.concatenate([select_layers(p, n_layers, self.config.layer) for p in parts], 1)
+        for candidate in (self.config.layer if self._layer_choice else []):    # fail before any fit
+            select_layers(np.zeros((1, n_layers)), n_layers, candidate)
+        layer = "all" if self._layer_choice else self.config.layer
+        return _select_parts(means, n_layers, layer, 2 if self.config.std else 1)
 
     def fit(self, X, y, groups=None):
         candidates = self._candidates()
-        C = candidates[0]
+        chosen = candidates[0]
         if len(candidates) > 1:
             scores = self._inner_scores(np.asarray(X), np.asarray(y), groups, candidates)
-            C = max(candidates, key=lambda c: scores[c])
-            self.chosen = {"C": C, "inner_ua": {str(c): round(scores[c], 4) for c in candidates}}
-        self.estimator = self._pipeline(C)
+            chosen = max(candidates, key=lambda c: scores[c])
+            name = (lambda c: str(c[1])) if not self._layer_choice else (lambda c: f"layer {c[0]}, C {c[1]}")
+            self.chosen = {"C": chosen[1], **({"layer": chosen[0]} if self._layer_choice else {}),
+                           "inner_ua": {name(c): round(scores[c], 4) for c in candidates}}
+        self.estimator = self._pipeline(chosen)
         return super().fit(X, y)
 
     def _inner_scores(self, X, y, groups, candidates) -> dict:
@@ -299,7 +322,8 @@ class LinearProbe(EstimatorModel):
 
 @register_model("linear", inputs=lambda section: {"ssl"}, kind="sklearn", config=LinearConfig)
 def _build_linear(section: dict, n_classes: int, feature_dims: dict, seed: int = 0) -> LinearProbe:
-    return LinearProbe(config_from(LinearConfig, section, n_classes), seed)
+    ssl = tuple(feature_dims.get("ssl") or ())
+    return LinearProbe(config_from(LinearConfig, section, n_classes), seed, n_layers=ssl[0] if len(ssl) == 3 else 1)
 
 
 # ---------------------------------------------------------------- random
