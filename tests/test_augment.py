@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import _tiny_cfg, prepared_corpus
 
 from camser.augment import (
     augment_waveform,
@@ -14,8 +15,6 @@ from camser.augment import (
     original_id,
 )
 from camser.config import load_config
-from camser.corpora import scan_corpus, write_manifest
-from camser.corpora.synthetic import generate_iemocap
 from camser.demo import tiny_wav2vec2
 from camser.errors import ConfigError
 from camser.types import Utterance
@@ -82,21 +81,14 @@ def test_bad_augment_values_are_named(override, field):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("augment")
-    corpus = generate_iemocap(root / "corpus", n_sessions=3, utterances_per_speaker=6, seed=2)
-    scan = scan_corpus("iemocap", corpus)
-    write_manifest(root / "prepared", scan.utterances, scan.skipped)
+    prepared_corpus(root, n_sessions=3, utterances_per_speaker=6)
     return root, tiny_wav2vec2(root / "encoder")
 
 
 def _cfg(workspace, *overrides):
     root, encoder = workspace
-    from pathlib import Path
-    return load_config(Path(__file__).parents[1] / "camser/configs/demo.yaml", list(overrides), data={
-        "corpus": {"prepared": str(root / "prepared")},
-        "features": {"ssl": {"model": str(encoder)}, "cache_dir": str(root / "cache")},
-        "train": {"max_epochs": 1, "min_epochs": 1, "num_threads": 1},
-        "output": {"tsne": False},
-    })
+    return _tiny_cfg(root, encoder, f"features.cache_dir={root / 'cache'}", "train.max_epochs=1",
+                     "output.tsne=false", *overrides)
 
 
 def test_copies_train_only_and_no_statistic_sees_them(workspace, tmp_path, monkeypatch):
