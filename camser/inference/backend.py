@@ -45,7 +45,7 @@ class TorchBackend:
         self.pools_segments = bool(model.pools_segments)
         # keys read when the batch has them (``valid``: frame baselines mask padding with it;
         # ``owner``: models that pool an utterance's segments before the head)
-        self.optional = tuple(k for k in (*model.optional_inputs, *(("owner",) if self.pools_segments else ()))
+        self.optional = tuple(k for k in (*model.optional_inputs, *((OWNER,) if self.pools_segments else ()))
                               if k not in self.inputs)
 
     @torch.no_grad()

@@ -40,10 +40,10 @@ class EmotionRecognizer:
     Each recording is cut into ``cfg.segments`` (3 s) segments; the utterance's probabilities
     are the softmax of the mean of its segments' log-probabilities, as cross-validation scores
     it. A model trained on whole utterances (``train.unit: utterance``) gets a window's
-    segments together and pools them before its head, as in training; each segment then
-    carries its window's answer (an ONNX graph scores segments one by one). Recordings longer than ``2 × window_s`` seconds are streamed window by window with the
-    spectrogram's dB reference taken per window (see :mod:`camser.inference.pipeline`), so an
-    hour-long file never sits in memory.
+    segments together and pools them before its head, as in training (torch or ONNX); each
+    segment then carries its window's answer. Recordings longer than ``2 × window_s`` seconds
+    are streamed window by window with the spectrogram's dB reference taken per window (see
+    :mod:`camser.inference.pipeline`), so an hour-long file never sits in memory.
 
     Construct from an in-memory model with ``EmotionRecognizer(model, labels, cfg)`` (``cfg``:
     the experiment configuration it was trained with) or from a model folder with
