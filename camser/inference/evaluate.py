@@ -34,6 +34,7 @@ from ..corpora import get_reader, scan_corpus
 from ..errors import CamserError, ConfigError, first_line
 from ..reports.results import build_results, versions, write_json
 from ..metrics import compute_metrics
+from ..progress import show_bar
 
 ALIASES: list[set[str]] = [
     {"ang", "angry", "anger"},
@@ -110,7 +111,7 @@ _ADAPT_TEXT = {"none": "the training speakers' feature statistics (no adaptation
 
 def evaluate_model(model_dir: str | Path, corpus: str, root: str | Path, out_dir: str | Path,
                    label_map: str | Path | dict | None = None, log: Callable[[str], None] = print,
-                   progress: bool = True, device: str = "auto", encoder: str | None = None,
+                   progress: bool | None = None, device: str = "auto", encoder: str | None = None,
                    batch_size: int | None = None, adapt: str = "none", restrict_labels: bool = False) -> dict:
     """Predict every utterance of ``corpus`` at ``root`` whose label maps to a model label and
     write ``out_dir/results.json`` (+ report, ``predictions.csv``). Returns the results dict,
@@ -157,7 +158,7 @@ def evaluate_model(model_dir: str | Path, corpus: str, root: str | Path, out_dir
     groups = ({"": kept} if adapt != "speaker" else
               {s: [u for u in kept if u.speaker == s] for s in sorted({u.speaker for u in kept})})
     rows, failed = [], []
-    bar = tqdm(total=len(kept), desc="evaluate", unit="utt", disable=not progress)
+    bar = tqdm(total=len(kept), desc="evaluate", unit="utt", disable=not show_bar(progress))   # None: a tty only
     for group in groups.values():
         if adapt != "none":
             recognizer.adapt([u.path for u in group])
