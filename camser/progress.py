@@ -39,6 +39,10 @@ class PassProgress:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Take the bar off the terminal (lines need nothing)."""
         if self.bar is not None:
             self.bar.close()
 

@@ -309,6 +309,6 @@ def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureS
         if pending:
             encode_pending()
     finally:
-        meter.__exit__()
+        meter.close()
         # rows marked done have their data written already: persisting them is always safe
         flush_all()
