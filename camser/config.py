@@ -228,6 +228,10 @@ class TrainConfig:
     warmup_epochs: float = checked(0.0, ge=0)
     label_smoothing: float = checked(0.0, ge=0, lt=1)
     grad_clip: float | None = checked(None, gt=0)   # max gradient norm; null → no clipping
+    # exponential moving average of the weights, updated after every optimiser step with this
+    # decay (0.99 ≈ the last 100 steps); validation, the kept epoch and the saved model use the
+    # averaged weights; 0 → off
+    ema: float = checked(0.0, ge=0, lt=1)
     mixup: float = checked(0.0, ge=0)   # Beta(α, α) mixup of inputs and targets in training; 0 → off
     # SpecAugment-style: zero one random span of up to this fraction of each training example's
     # frames (every frame feature, same span); 0 → off

@@ -130,7 +130,7 @@ def test_vector_normalisation_modes():
     ("train.schedule=step", "train.schedule"),
     ("train.unit=frame", "train.unit"),
     ("train.label_smoothing=1.5", "train.label_smoothing"),
-    ("train.frame_mask=1.0", "train.frame_mask"),
+    ("train.ema=1.0", "train.ema"), ("train.frame_mask=1.0", "train.frame_mask"),
     ("train.ensemble=0", "train.ensemble"),
     ("train.mixup=-1", "train.mixup"),
     ("train.mixup=0.2 train.unit=utterance", "train.mixup"),
@@ -183,6 +183,74 @@ def test_mixup_mixes_inputs_and_keeps_the_longer_valid():
     perm = y_b
     np.testing.assert_allclose(out["ssl"].ravel(), lam * batch["ssl"].ravel() + (1 - lam) * batch["ssl"].ravel()[perm])
     assert torch.all(out["valid"] >= batch["valid"])
+
+
+class _Linear(torch.nn.Module):
+    """The smallest model fit() trains (rows of ``batch["x"]`` → 2 classes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 2)
+
+    def forward(self, batch):
+        return self.lin(batch["x"])
+
+    def training_loss(self, logits, target, label_smoothing=0.0):
+        return torch.nn.functional.cross_entropy(logits, target, label_smoothing=label_smoothing)
+
+
+def _fit_in_memory(cfg, checkpoint=None, log=lambda m: None, on_step=None):
+    """fit() on 40 training and 20 validation rows held in memory; ``on_step(model)`` after
+    every optimiser step."""
+    from camser.features.batches import SegmentSet
+    from camser.training import trainer
+    torch.manual_seed(0)
+    x = torch.randn(60, 4)
+    y = (x[:, 0] > 0).long().numpy()
+    model = _Linear()
+
+    def segs(rows):
+        return SegmentSet(rows, y[rows], [f"u{i}" for i in rows])
+
+    step = trainer.train_step
+
+    def recording_step(m, *args, **kwargs):
+        loss = step(m, *args, **kwargs)
+        if on_step is not None:
+            on_step(m)
+        return loss
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer, "train_step", recording_step)
+        result = trainer.fit(model, {}, segs(np.arange(40)), segs(np.arange(40, 60)), ["a", "b"], cfg, seed=3,
+                             checkpoint=checkpoint, log=log,
+                             batch_fn=lambda stores, s, idx: {"x": x[s.rows[idx]]})
+    return result, model
+
+
+def test_weight_ema_is_what_validation_scores_and_fit_keeps(tmp_path):
+    cfg = TrainConfig(batch_size=4, max_epochs=3, keep="last", lr=0.1, ema=0.8, device="cpu")
+    raw = []
+    result, model = _fit_in_memory(cfg, on_step=lambda m: raw.append(m.lin.weight.detach().clone()))
+    expected = raw[0]                        # the first update copies the weights, then decays
+    for w in raw[1:]:
+        expected = 0.8 * expected + 0.2 * w
+    torch.testing.assert_close(result.best_state["lin.weight"], expected)
+    torch.testing.assert_close(model.lin.weight.detach(), expected)        # the model ends on them too
+    assert not torch.allclose(expected, raw[-1])
+
+    off, _ = _fit_in_memory(TrainConfig(batch_size=4, max_epochs=3, keep="last", lr=0.1, device="cpu"))
+    torch.testing.assert_close(off.best_state["lin.weight"], raw[-1])    # ema: 0 → the last weights
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_2(line):
+        if line.startswith("epoch   2"):
+            raise Killed
+    with pytest.raises(Killed):
+        _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt", log=kill_after_epoch_2)
+    resumed, _ = _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt")     # the average survives a kill
+    torch.testing.assert_close(resumed.best_state["lin.weight"], expected)
 
 
 # ---------------------------------------------------------------- end to end

@@ -1,4 +1,5 @@
-"""The training loop: AdamW, early stopping on validation WA+UA, resumable checkpoints, DDP.
+"""The training loop: AdamW, early stopping on validation WA+UA, weight EMA, resumable
+checkpoints, DDP.
 
 A fold's checkpoint is rewritten atomically after every epoch with the model, optimiser,
 early-stopping counters and every random state, so a killed run resumes to exactly the
@@ -205,6 +206,15 @@ def mixup(batch: dict, target: torch.Tensor, alpha: float):
     return out, target, target[perm.to(target.device)], lam
 
 
+def weight_average(model: torch.nn.Module, decay: float):
+    """An exponential moving average of ``model``'s weights and buffers (torch's
+    ``AveragedModel``; the first update copies them), or None when ``decay`` is 0."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train_step(model, batch: dict, target: torch.Tensor, optim: torch.optim.Optimizer, cfg: TrainConfig,
                device: torch.device, on_phase: Callable[[str], None] | None = None) -> torch.Tensor:
     """One optimiser step on ``batch`` (the body of :func:`fit`'s loop): frame masking, mixup,
@@ -265,6 +275,8 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
     # what PassProgress gets: log, bar, every_s (other DDP ranks stay quiet inside epochs)
     shown = (log, show_bar(progress) and rank == 0, progress_every_s if rank == 0 else 0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optim, lambda step: lr_factor(step, steps_per_epoch, cfg))
+    ema = weight_average(core, cfg.ema)
+    kept = core if ema is None else ema.module    # the weights validation scores and fit() keeps
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
              "best_state": {k: v.detach().clone() for k, v in core.state_dict().items()}}
     if checkpoint is not None and checkpoint.exists():
@@ -274,6 +286,8 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
         scheduler.load_state_dict(ck["scheduler"])
         gen.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
         state = {k: ck[k] for k in ("epoch", "best_score", "best_epoch", "bad_epochs", "history", "best_state")}
         log(f"resumed from {checkpoint} after epoch {state['epoch']}")
 
@@ -290,13 +304,15 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
                 batch, target, _ = examples(stores, idx)
                 loss = train_step(model, batch, torch.from_numpy(target), optim, cfg, device)
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(core)
                 total += loss.item() * len(idx)
                 count += len(idx)
                 meter.update(loss=total / count)
         record = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": scheduler.get_last_lr()[0]}
         if len(val):
             with PassProgress(f"validation after epoch {epoch}", val_batches, *shown) as meter:
-                logp = predict_segments(core, stores, val, cfg.batch_size, device, batch_fn, unit=cfg.unit,
+                logp = predict_segments(kept, stores, val, cfg.batch_size, device, batch_fn, unit=cfg.unit,
                                         on_batch=meter.update)
             val_loss = float(-logp[np.arange(len(val)), val.labels].mean())
             metrics, *_ = utterance_metrics(logp, val, labels)
@@ -310,7 +326,7 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
         improved = score > state["best_score"]
         if improved:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0,
-                         best_state={k: v.detach().cpu().clone() for k, v in core.state_dict().items()})
+                         best_state={k: v.detach().cpu().clone() for k, v in kept.state_dict().items()})
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
@@ -321,6 +337,7 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
         if checkpoint is not None and rank == 0:
             _atomic_save({**state, "model": core.state_dict(), "optimizer": optim.state_dict(),
                           "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
-                          "torch_rng": torch.get_rng_state()}, checkpoint)
+                          "torch_rng": torch.get_rng_state(),
+                          **({"ema": ema.state_dict()} if ema is not None else {})}, checkpoint)
     core.load_state_dict(state["best_state"])
     return FitResult(state["best_state"], state["best_epoch"], state["epoch"], state["history"])
