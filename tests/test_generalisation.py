@@ -7,17 +7,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import prepared_corpus
+from test_baselines import make_cfg as baseline_cfg
 
 from camser.config import TrainConfig, load_config
 from camser.demo import tiny_wav2vec2
 from camser.errors import ConfigError
-from camser.features.normalize import SpeakerStatistics, frame_group_sums, normalize_vectors
+from camser.features.normalize import (
+    SpeakerStatistics,
+    frame_group_sums,
+    normalize_vectors,
+)
 from camser.training.cv import fold_normalizer, run_cv
 from camser.training.trainer import lr_factor, make_optimizer, mask_frames, mixup
 from camser.types import Segment, Utterance
-
-from conftest import prepared_corpus
-from test_baselines import make_cfg as baseline_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -310,8 +313,8 @@ def test_plus_preset_whole_utterances_ensemble_and_speaker_normalisation(ws, tmp
 
 def test_utterance_unit_scores_each_utterance_once(ws, tmp_path):
     """Whole-utterance examples: every segment of an utterance carries the same prediction."""
-    from camser.training.cv import build_for_data, data_inputs
     from camser.features.batches import segment_set
+    from camser.training.cv import build_for_data, data_inputs
     from camser.training.experiment import prepare_data
     from camser.training.trainer import predict_segments
 
