@@ -366,8 +366,9 @@ class LayerWeights(nn.Module):
         self.layer_norm = layer_norm
         self.weights = nn.Parameter(torch.zeros(n_layers)) if n_layers else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layer_norm:
+    def forward(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """``normalized=True``: ``x`` has had its layer norm already (the caller shares it)."""
+        if self.layer_norm and not normalized:
             x = F.layer_norm(x, x.shape[-1:])
         if x.dim() == 3:
             return x

@@ -273,29 +273,33 @@ class CAMSER(SegmentModel):
             raise CamserError(f"the batch has no '{key}' (this model reads {', '.join(self.inputs)})")
         return batch[key]
 
-    def _ssl_statistics(self, batch: dict, frames: torch.Tensor, mask) -> torch.Tensor:
+    def _ssl_statistics(self, frames: torch.Tensor, mask, layers: torch.Tensor) -> torch.Tensor:
         """Mean + std over real frames: of the layer-weighted frames (``weighted``), or of every
-        cached layer, concatenated (``layers``: the linear probe's strongest input)."""
+        cached layer, concatenated (``layers``: the linear probe's strongest input; ``layers``
+        is :meth:`_ssl_layers`' output)."""
         if self.config.ssl_stats == "weighted" or self.encoder is not None:
             return stats_pool(frames, mask)
-        x = self._get(batch, "ssl").float()
-        if x.dim() == 3:
-            x = x.unsqueeze(1)
-        if self.config.ssl_layer_norm:
-            x = F.layer_norm(x, x.shape[-1:])
+        x = layers if layers.dim() == 4 else layers.unsqueeze(1)
         if self.config.ssl_time_pool > 1:
             x = F.avg_pool2d(x, (self.config.ssl_time_pool, 1), ceil_mode=True)
         b, n_layers, t, d = x.shape
         m = None if mask is None else mask.unsqueeze(1).expand(b, n_layers, t).reshape(b * n_layers, t)
         return stats_pool(x.reshape(b * n_layers, t, d), m).reshape(b, -1)
 
-    def _ssl_frames(self, batch: dict) -> torch.Tensor:
+    def _ssl_layers(self, batch: dict) -> torch.Tensor:
+        """The SSL hidden states as float, ``(B, L, T, D)`` or ``(B, T, D)``, each layer's frames
+        normalised once here (``ssl_layer_norm``) for both the layer weighting and the
+        statistics: the cached fp16 → float copy and the norm are a large part of a step."""
         if self.encoder is not None:
             out = self.encoder(self._get(batch, "audio"))
             out = out if torch.is_tensor(out) else out.last_hidden_state
         else:
             out = self._get(batch, "ssl")
-        frames = self.layer_weights(out.float())         # (B, T, D)
+        out = out.float()
+        return F.layer_norm(out, out.shape[-1:]) if self.config.ssl_layer_norm else out
+
+    def _ssl_frames(self, layers: torch.Tensor) -> torch.Tensor:
+        frames = self.layer_weights(layers, normalized=True)         # (B, T, D)
         if self.config.ssl_time_pool > 1:
             frames = F.avg_pool1d(frames.transpose(1, 2), self.config.ssl_time_pool,
                                   ceil_mode=True).transpose(1, 2)
@@ -334,7 +338,8 @@ class CAMSER(SegmentModel):
                     emb[k] = emb[k] * keep.to(emb[k].dtype)
 
         if cfg.use_ssl:
-            frames = self._ssl_frames(batch)
+            layers = self._ssl_layers(batch)
+            frames = self._ssl_frames(layers)
             mask = batch.get("ssl_mask")
             if mask is None and cfg.mask_padding and "valid" in batch:
                 mask = frame_mask(batch["valid"], frames.shape[1])
@@ -346,7 +351,7 @@ class CAMSER(SegmentModel):
                 query = torch.cat(drivers, -1) if drivers else mean_pool(frames, mask)
                 emb["ssl"], emb["ssl_raw"], emb["attention"] = self.coattention(query, frames, mask)
             if cfg.ssl_stats != "none":
-                stats = self.stats_norm(self._ssl_statistics(batch, frames, mask))
+                stats = self.stats_norm(self._ssl_statistics(frames, mask, layers))
                 emb["ssl_stats"] = F.relu(self.stats_proj(self.stats_drop(stats)))
 
         heads = ("mfcc", "spectrogram", "ssl", "ssl_stats") if cfg.fuse_drivers else ("ssl", "ssl_stats")
