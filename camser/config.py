@@ -191,6 +191,10 @@ class AugmentConfig:
     speeds: list[float] = checked(list, gt=0.5, lt=2.0, items=True)
     noise_snr_db: list[float] = checked(list, ge=-10, le=60, items=True)
     seed: int = checked(0, ge=0)
+    # test-time augmentation: a held-out utterance is also scored on its copies, and the
+    # probabilities of the original and its copies are averaged (inductive: only that
+    # utterance's own audio)
+    test_time: bool = False
 
     @property
     def specs(self) -> list[str]:
@@ -470,6 +474,8 @@ def _check_relations(cfg: ExperimentConfig) -> None:
             ("train.keep", not (cfg.protocol.validation == "none" and t.keep == "best"),
              "best needs validation speakers to choose the epoch on, and protocol.validation: none "
              "holds out none; use train.keep: last (the epoch count fixed beforehand)"),
+            ("features.augment.test_time", not cfg.features.augment.test_time or cfg.features.augment.specs,
+             "true needs copies to score (features.augment.speeds or noise_snr_db)"),
             ("model.name", "name" in cfg.model, "missing (e.g. camser)")):
         if not ok:
             raise ConfigError(f"{where}: {why}")

@@ -2,6 +2,8 @@
 training sets only, and no statistic ever sees a copy."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +73,7 @@ def test_copies_are_utterances_of_their_own():
     ("features.augment.speeds=[0]", "features.augment.speeds[0]"),
     ("features.augment.noise_snr_db=[100]", "features.augment.noise_snr_db[0]"),
     ("features.augment.seed=-1", "features.augment.seed"),
+    ("features.augment.test_time=true", "features.augment.test_time"),     # no copies to score
 ])
 def test_bad_augment_values_are_named(override, field):
     with pytest.raises(ConfigError) as e:
@@ -153,3 +156,42 @@ def test_a_cross_validation_with_copies_runs_and_they_refuse_utterance_models(wo
     with pytest.raises(ConfigError, match="features.augment"):
         run_cv(_cfg(workspace, "features.augment.speeds=[1.1]", "model.name=linear", "protocol.folds=[1]"),
                tmp_path / "linear", log=lambda m: None, progress=False)
+
+
+def test_test_time_copies_average_each_views_probabilities(workspace, tmp_path):
+    """features.augment.test_time: a test utterance's probabilities are the mean of its own
+    (pooled over its segments) and each copy's; training is unchanged."""
+    from camser.features.batches import segment_set
+    from camser.metrics import pool_segments
+    from camser.training.cv import build_for_data, run_cv, softmax, with_test_time_copies
+    from camser.training.experiment import prepare_data
+    from camser.training.trainer import predict_segments
+    torch.set_num_threads(1)
+    cfg = _cfg(workspace, "features.augment.speeds=[0.9, 1.1]", "features.augment.test_time=true")
+    data = prepare_data(cfg, {"mfcc", "spectrogram", "ssl"}, progress=False)
+    model, batch_fn = build_for_data(cfg, data, 0)
+    ids = [u.id for u in data.utterances[:4]]
+    test = segment_set(data.stores, ids, data.label_index())
+    model.fit_normalizers(data.stores, test.rows)
+
+    def pooled(uids):
+        segs = segment_set(data.stores, uids, data.label_index())
+        return softmax(pool_segments(segs.utterance_ids, predict_segments(model, data.stores, segs, 8, "cpu",
+                                                                          batch_fn=batch_fn))[1])
+    logp = predict_segments(model, data.stores, test, 8, "cpu", batch_fn=batch_fn)
+    got = with_test_time_copies(logp, test, model, data, cfg, batch_fn)
+    expected = (pooled(ids) + pooled([f"{i}@speed0.9" for i in ids]) + pooled([f"{i}@speed1.1" for i in ids])) / 3
+    for uid, p in zip(test.utterance_ids, np.exp(got)):
+        np.testing.assert_allclose(p, expected[ids.index(uid)], rtol=1e-5)
+    assert not np.allclose(expected, pooled(ids), atol=1e-4)        # the copies do change the answer
+
+    run_cv(_cfg(workspace, "features.augment.speeds=[0.9, 1.1]", "protocol.folds=[1]"), tmp_path / "a",
+           log=lambda m: None, progress=False)
+    tta = run_cv(load_config(None, ["protocol.folds=[1]"], data=cfg.to_dict()), tmp_path / "b",
+                 log=lambda m: None, progress=False)
+    def history(run):
+        (fold,) = (tmp_path / run).glob("folds/*/result.json")
+        return json.loads(fold.read_text())["history"]
+    assert history("b") == history("a")                                      # the same training
+    assert (tmp_path / "b/predictions.csv").read_text() != (tmp_path / "a/predictions.csv").read_text()
+    assert tta["config"]["features"]["augment"]["test_time"] is True

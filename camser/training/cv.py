@@ -24,8 +24,9 @@ from ..errors import CamserError, ConfigError
 from ..fileio import atomic_write
 from ..tracking import flatten
 from ..features.batches import (AudioBatches, NormalizedBatches, feature_dims, normalized_stores,
-                   segment_set)
-from ..metrics import compute_metrics, per_group_metrics, seed_summary
+                   SegmentSet, segment_set)
+from ..augment import original_id
+from ..metrics import compute_metrics, per_group_metrics, pool_segments, seed_summary
 from .experiment import PreparedData, load_utterances, prepare_data
 from ..protocols import make_folds
 from ..runtime import init_distributed, rank_and_world, resolve_device, torch_threads
@@ -176,6 +177,8 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
                                               progress=ctx.progress)
         logp, e = predict_segments(model, data.stores, test, cfg.train.batch_size, device,
                                    batch_fn=batch_fn, embeddings=True, unit=cfg.train.unit)
+        if cfg.features.augment.test_time:
+            logp = with_test_time_copies(logp, test, model, data, cfg, batch_fn)
         probs = probs + np.exp(logp) / cfg.train.ensemble
         emb = emb if emb is not None else e
         members.append({"seed": seed + k, "epochs": result.epochs, "best_epoch": result.best_epoch,
@@ -192,6 +195,27 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
     if cfg.train.ensemble > 1:
         part["members"] = [{k: v for k, v in m.items() if k != "history"} for m in members]
     return part, {"labels": test.labels, **emb}
+
+
+def with_test_time_copies(logp: np.ndarray, test: SegmentSet, model, data: PreparedData, cfg: ExperimentConfig,
+                          batch_fn) -> np.ndarray:
+    """Test-time augmentation: ``test``'s segment log-probabilities → each segment carries its
+    utterance's probabilities averaged over the original and its augmented copies (each view
+    pooled over its own segments first)."""
+    copies = data.copies
+    ids = list(dict.fromkeys(test.utterance_ids))
+    views = segment_set(data.stores, [c for uid in ids for c in copies.get(uid, ())], data.label_index())
+    view_logp = predict_segments(model, data.stores, views, cfg.train.batch_size, resolve_device(cfg.train.device),
+                                 batch_fn=batch_fn, unit=cfg.train.unit)
+    total: dict[str, np.ndarray] = {}
+    count: dict[str, int] = {}
+    for utt_ids, lp in (pool_segments(test.utterance_ids, logp), pool_segments(views.utterance_ids, view_logp)):
+        for uid, p in zip(utt_ids, softmax(lp)):
+            key = original_id(uid)
+            total[key] = total.get(key, 0.0) + p
+            count[key] = count.get(key, 0) + 1
+    mean = {k: np.log(np.maximum(v / count[k], 1e-30)) for k, v in total.items()}
+    return np.stack([mean[uid] for uid in test.utterance_ids])
 
 
 def softmax(logp: np.ndarray) -> np.ndarray:
