@@ -195,3 +195,8 @@ def test_test_time_copies_average_each_views_probabilities(workspace, tmp_path):
     assert history("b") == history("a")                                      # the same training
     assert (tmp_path / "b/predictions.csv").read_text() != (tmp_path / "a/predictions.csv").read_text()
     assert tta["config"]["features"]["augment"]["test_time"] is True
+    # the originals-only scores ride along, equal to the run without test-time copies
+    plain = json.loads((tmp_path / "a/results.json").read_text())
+    assert tta["folds"][0]["originals_only"]["ua"] == pytest.approx(plain["folds"][0]["ua"])
+    assert tta["summary"]["originals_only"]["ua_mean"] == pytest.approx(plain["summary"]["ua_mean"])
+    assert "Test-time augmentation" in (tmp_path / "b/report.md").read_text()

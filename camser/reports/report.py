@@ -211,6 +211,12 @@ def _blocks(results: dict, figures: dict, run_dir: Path) -> tuple[str, list]:
         ["UA (mean class recall)", mean_std(summary.get("ua_mean"), summary.get("ua_std")), pct(summary.get("ua_pooled"))],
         ["macro-F1", mean_std(summary.get("f1_mean"), summary.get("f1_std")), pct(summary.get("f1_pooled"))],
     ]))
+    plain = summary.get("originals_only")
+    if plain:
+        b.append(_P("Test-time augmentation: each test utterance was scored on its original audio and "
+                    "its augmented copies, probabilities averaged. The original audio alone: UA "
+                    f"{mean_std(plain.get('ua_mean'), plain.get('ua_std'))}, WA "
+                    f"{mean_std(plain.get('wa_mean'), plain.get('wa_std'))}."))
 
     per_seed = (results.get("seed_summary") or {}).get("per_seed") or {}
     if len(per_seed) > 1:

@@ -169,6 +169,7 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
     test = segment_set(data.stores, fold.test_ids, label_of)
     probs, logp, emb, members = 0.0, None, None, []
+    originals_only = 0.0                 # test-time augmentation: the scores without the copies too
     for k in range(cfg.train.ensemble):
         if cfg.train.ensemble > 1:
             log(f"ensemble member {k + 1} of {cfg.train.ensemble} (seed {seed + k})")
@@ -178,6 +179,7 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
         logp, e = predict_segments(model, data.stores, test, cfg.train.batch_size, device,
                                    batch_fn=batch_fn, embeddings=True, unit=cfg.train.unit)
         if cfg.features.augment.test_time:
+            originals_only = originals_only + np.exp(logp) / cfg.train.ensemble
             logp = with_test_time_copies(logp, test, model, data, cfg, batch_fn)
         probs = probs + np.exp(logp) / cfg.train.ensemble
         emb = emb if emb is not None else e
@@ -194,6 +196,9 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
         part["layer_weights"] = np.mean(weights, axis=0).round(5).tolist()
     if cfg.train.ensemble > 1:
         part["members"] = [{k: v for k, v in m.items() if k != "history"} for m in members]
+    if cfg.features.augment.test_time:
+        plain, *_ = utterance_metrics(np.log(np.maximum(originals_only, 1e-30)), test, data.labels)
+        part["originals_only"] = {k: plain[k] for k in ("wa", "ua", "f1_macro")}
     return part, {"labels": test.labels, **emb}
 
 
@@ -494,6 +499,11 @@ def finalize(cfg: ExperimentConfig, out: Path, folds, labels: list[str], wall_s:
     results["seeds"] = list(cfg.train.seeds)
     results["seed_summary"] = seed_summary(entries)
     results["normalize"] = normalization_record(cfg.features.normalize)
+    plain = [e["originals_only"] for e in entries if "originals_only" in e]
+    if plain:                        # test-time augmentation: what the originals alone scored
+        results["summary"]["originals_only"] = {f"{k}_{stat}": float(fn([p[k] for p in plain]))
+                                                for k in ("wa", "ua") for stat, fn in (("mean", np.mean),
+                                                                                        ("std", np.std))}
     previous = out / "results.json"
     if wall_s is None and previous.is_file():
         wall_s = json.loads(previous.read_text()).get("wall_s")
