@@ -130,6 +130,39 @@ def test_a_whole_utterance_model_is_scored_as_cross_validation_scores_it(trained
     assert not np.allclose(segment_wise, cached, atol=1e-3)   # pooling changes the answers
 
 
+@pytest.mark.parametrize("unit", ["segment", "utterance"])
+def test_test_time_copies_are_scored_as_cross_validation_scores_them(trained, unit):
+    """features.augment.test_time: the recognizer makes the speed copies of new audio as
+    extraction made them and averages the views' probabilities, as cross-validation does from
+    the cache; each segment stays the original audio's."""
+    from camser.config import load_config
+    from camser.features.batches import segment_set
+    from camser.training.cv import data_inputs, with_test_time_copies
+    from camser.training.experiment import prepare_data
+    from camser.training.trainer import predict_segments
+
+    r = trained.recognizer
+    cfg = load_config(None, [f"train.unit={unit}", "features.augment.speeds=[0.9, 1.1]",
+                             "features.augment.test_time=true"], data=r.cfg.to_dict())
+    tta = EmotionRecognizer(r.model, r.labels, cfg, device="cpu", batch_size=3)
+    plain = EmotionRecognizer(r.model, r.labels, load_config(None, [f"train.unit={unit}"], data=r.cfg.to_dict()),
+                              device="cpu", batch_size=3)
+    data = prepare_data(cfg, data_inputs(cfg), progress=False)
+    some = data.utterances[:5]
+    segs = segment_set(data.stores, [u.id for u in some], data.label_index())
+    logp = predict_segments(r.model, data.stores, segs, 3, "cpu", unit=unit)
+    cached = with_test_time_copies(logp, segs, r.model, data, cfg, None)
+    first = {uid: i for i, uid in reversed(list(enumerate(segs.utterance_ids)))}
+    predicted, alone = tta.predict([u.path for u in some]), plain.predict([u.path for u in some])
+    for u, p, q in zip(some, predicted, alone):
+        np.testing.assert_allclose(list(p.probabilities.values()), np.exp(cached[first[u.id]]), atol=1e-5)
+        assert [(s.start_s, s.end_s) for s in p.segments] == [(s.start_s, s.end_s) for s in q.segments]
+        np.testing.assert_allclose([list(s.probabilities.values()) for s in p.segments],
+                                   [list(s.probabilities.values()) for s in q.segments], atol=1e-6)
+    assert not np.allclose([list(p.probabilities.values()) for p in predicted],
+                           [list(q.probabilities.values()) for q in alone], atol=1e-4)
+
+
 def test_finetuned_encoder_travels_in_the_model_folder(trained, tmp_path):
     """train.mode=finetune: the trained encoder weights are saved and restored (the folder only
     references the encoder's architecture)."""

@@ -23,13 +23,14 @@ windowed the same way, so a 16 kHz file and its samples give identical results.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from ..audio import load_audio, resample, stream_audio, validate_waveform
+from ..augment import augment_waveform, augmented_length
 from ..config import ExperimentConfig
 from ..errors import AudioError, CamserError
 from ..features.extract import compute_features, prepare_waveform, resampled_length
@@ -42,12 +43,15 @@ from ..types import Segment
 class Window:
     """A stretch of one recording: ``offset`` (samples at the model rate) of its first sample,
     ``n_samples`` of audio in it, its ``segments`` (offsets relative to the window; the last
-    may run past the audio: zero padding) and ``features`` (batch key → ``(n_segments, ...)``)."""
+    may run past the audio: zero padding) and ``features`` (batch key → ``(n_segments, ...)``).
+    ``views``: the features of each test-time copy of the window's audio (speed or noise, as
+    ``features.augment`` made them for training), when the model scores with them."""
 
     offset: int
     n_samples: int
     segments: list[Segment]
     features: dict[str, np.ndarray]
+    views: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     def bounds(self) -> list[tuple[int, int]]:
         """Each segment's ``[start, end)`` in samples from the start of the recording, the end
@@ -82,6 +86,9 @@ class FeaturePipeline:
                 raise CamserError(f"encoder built for {encoder.segment_samples}-sample segments, "
                                   f"the model for {self.segment_samples}")
         self.encoder = encoder
+        # features.augment.test_time: every window is also scored on these copies of its audio
+        augment = cfg.features.augment
+        self.view_specs = augment.specs if augment.test_time else []
         if window_s <= 0:
             raise CamserError(f"window_s: must be positive, got {window_s}")
         extra = int((window_s * self.sample_rate - self.segment_samples) // self.hop_samples)
@@ -115,9 +122,20 @@ class FeaturePipeline:
         return batch
 
     def _window(self, y: np.ndarray, offset: int, n_samples: int | None = None) -> Window:
+        n = len(y) if n_samples is None else n_samples
+        views = [self._prepared_features(augment_waveform(y, self.sample_rate, spec, ""),
+                                         augmented_length(n, spec))[1]
+                 for spec in self.view_specs]
+        segments, features = self._prepared_features(y, n)
+        return Window(offset, n, segments, features, views)
+
+    def _prepared_features(self, y: np.ndarray, n_samples: int) -> tuple[list[Segment], dict]:
+        """Raw audio → its segments and their features, as extraction computes an utterance's
+        (a copy's audio as extraction makes it: ``augment_waveform`` of the loaded samples;
+        the noise of a noise copy is seeded by an empty key here)."""
         y = prepare_waveform(y, self.cfg, n_samples=n_samples)
         segments = segment_utterance("", len(y), self.segment_samples, self.hop_samples, self.last)
-        return Window(offset, len(y), segments, self.features(y, segments))
+        return segments, self.features(y, segments)
 
     # ------------------------------------------------------------------ windows
 

@@ -43,7 +43,9 @@ class EmotionRecognizer:
     segments together and pools them before its head, as in training (torch or ONNX); each
     segment then carries its window's answer. Recordings longer than ``2 × window_s`` seconds
     are streamed window by window with the spectrogram's dB reference taken per window (see
-    :mod:`camser.inference.pipeline`), so an hour-long file never sits in memory.
+    :mod:`camser.inference.pipeline`), so an hour-long file never sits in memory. A model
+    trained with ``features.augment.test_time`` is also run on the speed/noise copies of each
+    window's audio and the views' probabilities are averaged, as cross-validation scored it.
 
     Construct from an in-memory model with ``EmotionRecognizer(model, labels, cfg)`` (``cfg``:
     the experiment configuration it was trained with) or from a model folder with
@@ -201,12 +203,14 @@ class EmotionRecognizer:
                 continue
             sr = self.sample_rate
             bounds_s = [(s / sr, e / sr) for s, e in item.bounds]
-            yield build_prediction(item.path, self.labels, bounds_s, np.stack(item.log_probs))
+            yield build_prediction(item.path, self.labels, bounds_s, np.stack(item.log_probs),
+                                   [np.stack(v) for v in item.views])
 
     def _windows(self, source, sr: int | None, name: str) -> Iterator[Window]:
         for window in self._raw_windows(source, sr, name):
             if self.normalization is not None:
                 window.features = self.normalization.apply(window.features)
+                window.views = [self.normalization.apply(v) for v in window.views]
             yield window
 
     def _raw_windows(self, source, sr: int | None, name: str) -> Iterator[Window]:
@@ -280,12 +284,14 @@ def _name_of(source, index: int) -> str:
 
 class _Item:
     """One input on its way through: its segments' bounds (samples), the log-probabilities
-    computed so far, how many of its segments still wait for the model."""
+    computed so far (of its test-time copies' segments too, one list per copy), how many of
+    its segments still wait for the model."""
 
     def __init__(self, path: str | None, name: str):
         self.path, self.name = path, name
         self.bounds: list[tuple[int, int]] = []
         self.log_probs: list[np.ndarray] = []
+        self.views: list[list[np.ndarray]] = []
         self.pending = 0
         self.closed = False
         self.error: str | None = None
@@ -301,14 +307,18 @@ class _Batches:
 
     def __init__(self, backend, batch_size: int, whole_windows: bool = False):
         self.backend, self.batch_size, self.whole_windows = backend, batch_size, whole_windows
-        self.chunks: deque[tuple[_Item, dict[str, np.ndarray]]] = deque()
+        # (input, where its answers go, feature rows): a window, or a test-time copy of one
+        self.chunks: deque[tuple[_Item, list, dict[str, np.ndarray]]] = deque()
         self.waiting = 0
 
     def add(self, item: _Item, window: Window) -> None:
-        n = len(window.segments)
-        item.pending += n
-        self.waiting += n
-        self.chunks.append((item, window.features))
+        while len(item.views) < len(window.views):
+            item.views.append([])
+        for sink, features in [(item.log_probs, window.features), *zip(item.views, window.views)]:
+            n = _n_rows(features)
+            item.pending += n
+            self.waiting += n
+            self.chunks.append((item, sink, features))
         self.run()
 
     def drop(self, item: _Item) -> None:
@@ -323,38 +333,38 @@ class _Batches:
             return self._run_windows(everything)
         while self.waiting >= self.batch_size or (everything and self.waiting):
             take = min(self.batch_size, self.waiting)
-            owners: list[_Item] = []
+            owners: list[tuple[_Item, list]] = []
             parts: list[dict[str, np.ndarray]] = []
             while len(owners) < take:
-                item, features = self.chunks[0]
-                rows = len(next(iter(features.values())))
+                item, sink, features = self.chunks[0]
+                rows = _n_rows(features)
                 use = min(rows, take - len(owners))
                 parts.append({k: v[:use] for k, v in features.items()})
-                owners += [item] * use
+                owners += [(item, sink)] * use
                 if use == rows:
                     self.chunks.popleft()
                 else:
-                    self.chunks[0] = (item, {k: v[use:] for k, v in features.items()})
+                    self.chunks[0] = (item, sink, {k: v[use:] for k, v in features.items()})
             batch = {k: (parts[0][k] if len(parts) == 1 else np.concatenate([p[k] for p in parts]))
                      for k in parts[0]}
-            for owner, row in zip(owners, self.backend.log_probs(batch)):
-                owner.log_probs.append(row)
-                owner.pending -= 1
+            for (item, sink), row in zip(owners, self.backend.log_probs(batch)):
+                sink.append(row)
+                item.pending -= 1
             self.waiting -= take
 
     def _run_windows(self, everything: bool) -> None:
         """Whole windows, as many as fit in ``batch_size`` segments (at least one)."""
         while self.waiting >= self.batch_size or (everything and self.waiting):
-            taken: list[tuple[_Item, dict[str, np.ndarray]]] = []
+            taken: list[tuple[_Item, list, dict[str, np.ndarray]]] = []
             rows = 0
-            while self.chunks and (not taken or rows + _n_rows(self.chunks[0][1]) <= self.batch_size):
+            while self.chunks and (not taken or rows + _n_rows(self.chunks[0][2]) <= self.batch_size):
                 taken.append(self.chunks.popleft())
-                rows += _n_rows(taken[-1][1])
-            sizes = [_n_rows(features) for _, features in taken]
-            batch = {k: np.concatenate([f[k] for _, f in taken]) for k in taken[0][1]}
+                rows += _n_rows(taken[-1][2])
+            sizes = [_n_rows(features) for *_, features in taken]
+            batch = {k: np.concatenate([f[k] for *_, f in taken]) for k in taken[0][2]}
             batch["owner"] = np.repeat(np.arange(len(taken), dtype=np.int64), sizes)
-            for (item, _), n, row in zip(taken, sizes, self.backend.log_probs(batch)):
-                item.log_probs += [row] * n          # each segment carries its window's answer
+            for (item, sink, _), n, row in zip(taken, sizes, self.backend.log_probs(batch)):
+                sink += [row] * n                    # each segment carries its window's answer
                 item.pending -= n
             self.waiting -= rows
 

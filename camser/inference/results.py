@@ -71,10 +71,15 @@ def utterance_probabilities(segment_log_probs: np.ndarray) -> np.ndarray:
 
 
 def build_prediction(path: str | None, labels: list[str], bounds_s: list[tuple[float, float]],
-                     segment_log_probs: np.ndarray) -> Prediction:
-    """A :class:`Prediction` from each segment's ``(start_s, end_s)`` and log-probabilities."""
+                     segment_log_probs: np.ndarray, views: list[np.ndarray] = ()) -> Prediction:
+    """A :class:`Prediction` from each segment's ``(start_s, end_s)`` and log-probabilities.
+    ``views``: the segment log-probabilities of augmented copies of the same audio
+    (test-time augmentation): the utterance's probabilities are then the mean of each view's
+    (the original's included), as cross-validation scores them; segments stay the original's."""
     labels = list(labels)
     probs = utterance_probabilities(segment_log_probs)
+    if len(views):
+        probs = (probs + sum(utterance_probabilities(v) for v in views)) / (1 + len(views))
     seg_probs = np.exp(np.asarray(segment_log_probs, dtype=np.float64))
     segments = [SegmentPrediction(float(s), float(e), labels[int(p.argmax())],
                                   {lab: float(x) for lab, x in zip(labels, p)})
