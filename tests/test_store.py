@@ -161,6 +161,29 @@ def test_config_change_makes_a_new_store(corpus, tiny_w2v, tmp_path, monkeypatch
     assert out["spectrogram"].path != first["spectrogram"].path and len(out["spectrogram"]) == 7
 
 
+def test_one_corpus_reached_by_two_paths_shares_its_cache(corpus, tiny_w2v, tmp_path):
+    """``../data`` from two checkouts, or a symlink, names the same files: the same stores;
+    other files with the same ids and durations (a re-recording) do not."""
+    import dataclasses
+
+    from camser.features import store_path
+
+    base = store_path(tmp_path, "mfcc", corpus, _cfg(tiny_w2v))
+    folder = Path(corpus[0].path).parent
+    (tmp_path / "elsewhere").mkdir()
+    roundabout = [dataclasses.replace(u, path=str(tmp_path / "elsewhere" / ".." / os.path.relpath(u.path, tmp_path)))
+                  if Path(u.path).is_relative_to(tmp_path) else u for u in corpus]
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    linked = [dataclasses.replace(u, path=str(link / Path(u.path).name)) if Path(u.path).parent == folder else u
+              for u in corpus]
+    assert roundabout != corpus and linked != corpus
+    assert store_path(tmp_path, "mfcc", roundabout, _cfg(tiny_w2v)) == base
+    assert store_path(tmp_path, "mfcc", linked, _cfg(tiny_w2v)) == base
+    moved = [dataclasses.replace(u, path=str(tmp_path / "copy" / Path(u.path).name)) for u in corpus]
+    assert store_path(tmp_path, "mfcc", moved, _cfg(tiny_w2v)) != base
+
+
 def test_ssl_hash_covers_model_layer_dtype_but_not_batch_size(corpus, tiny_w2v, tmp_path):
     from camser.features import store_path
 

@@ -66,8 +66,11 @@ def kind_config(kind: str, cfg: ExperimentConfig) -> dict:
 
 
 def corpus_fingerprint(utterances: Sequence[Utterance]) -> str:
-    """Hash of the ordered (id, path, duration) triples: row order follows the utterance order."""
-    return config_hash([[u.id, str(u.path), round(float(u.duration_s), 6)] for u in utterances], n=16)
+    """Hash of the ordered (id, path, duration) triples: row order follows the utterance order.
+    Paths count as the files they name (``realpath``): one corpus reached as ``../data`` from
+    two checkouts, or through a symlink, shares its cache."""
+    return config_hash([[u.id, os.path.realpath(u.path), round(float(u.duration_s), 6)] for u in utterances],
+                       n=16)
 
 
 def feature_hash(kind: str, utterances: Sequence[Utterance], cfg: ExperimentConfig) -> str:
