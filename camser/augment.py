@@ -45,8 +45,10 @@ def augmented_copies(utterances: Sequence[Utterance], specs: Sequence[str]) -> l
 
 
 def original_id(utterance_id: str) -> str:
-    """The id of the utterance a copy was made from (an original's own id)."""
-    return utterance_id.split("@", 1)[0]
+    """The id of the utterance a copy was made from (an original's own id, ``@`` in it or not:
+    only a copy's ``@<spec>`` suffix is taken off)."""
+    head, sep, tail = utterance_id.rpartition("@")
+    return head if sep and _SPEC.fullmatch(tail) else utterance_id
 
 
 def augmented_length(n_samples: int, spec: str | None) -> int:

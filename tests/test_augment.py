@@ -66,6 +66,10 @@ def test_copies_are_utterances_of_their_own():
     assert copies[0].duration_s == pytest.approx(3.0 / 0.9) and copies[1].duration_s == 3.0
     assert {c.speaker for c in copies} == {"Ses01F"} and {c.label for c in copies} == {"ang"}
     assert {original_id(c.id) for c in copies} == {u.id} and original_id(u.id) == u.id
+    # a corpus's own "@" is part of its id, not a copy's mark
+    at = Utterance("spk@site_1", "/c/b.wav", "ang", "spk", "site", 3.0)
+    assert original_id(at.id) == at.id and original_id("spk@speed") == "spk@speed"
+    assert {original_id(c.id) for c in augmented_copies([at], copy_specs([1.1], [10.0]))} == {at.id}
 
 
 @pytest.mark.parametrize("override,field", [
