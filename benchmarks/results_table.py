@@ -7,6 +7,9 @@ the worst test speakers of each run.
     python benchmarks/results_table.py --levers runs/levers/*      # one row per lever run
     python benchmarks/results_table.py --levers runs/levers/* --reference runs/ravdess_camser_plus
                                          # + each lever's UA change on the same fold × seed entries
+
+A run scored with test-time augmentation (``features.augment.test_time``) gets a second row,
+``… (originals only)``: the same models scored on the original audio alone.
 """
 from __future__ import annotations
 
@@ -17,8 +20,14 @@ from pathlib import Path
 import numpy as np
 
 
-def load(run: Path) -> dict:
-    return json.loads((run / "results.json").read_text())
+def load(run: Path, originals_only: bool = False) -> dict:
+    """results.json; ``originals_only``: its fold entries scored as the run's test-time copies
+    never existed (their ``originals_only`` WA/UA/macro-F1)."""
+    r = json.loads((run / "results.json").read_text())
+    if originals_only:
+        r["folds"] = [{**f, "wa": f["originals_only"]["wa"], "ua": f["originals_only"]["ua"],
+                       "f1_macro": f["originals_only"]["f1_macro"]} for f in r["folds"]]
+    return r
 
 
 def seed_means(results: dict, key: str = "ua") -> list[float]:
@@ -28,22 +37,30 @@ def seed_means(results: dict, key: str = "ua") -> list[float]:
     return [float(np.mean(v)) for _, v in sorted(by_seed.items())]
 
 
-def row(run: Path) -> dict:
-    r = load(run)
-    s, norm = r["summary"], (r.get("normalize") or {}).get("mode", "none")
+def row(run: Path, originals_only: bool = False) -> dict:
+    r = load(run, originals_only)
+    norm = (r.get("normalize") or {}).get("mode", "none")
     seeds = seed_means(r)
-    return {"run": str(run), "name": r["config"]["name"], "normalize": norm, "n": len(r["folds"]),
-            "seeds": sorted({f["seed"] for f in r["folds"]}),
-            "ua": (s["ua_mean"], s["ua_std"]), "wa": (s["wa_mean"], s["wa_std"]), "f1": (s["f1_mean"], s["f1_std"]),
+
+    def stat(key):             # mean ± population std over the fold × seed entries (as the summary)
+        values = [f[key] for f in r["folds"]]
+        return float(np.mean(values)), float(np.std(values))
+    return {"run": str(run), "name": r["config"]["name"] + (" (originals only)" if originals_only else ""),
+            "normalize": norm, "n": len(r["folds"]), "seeds": sorted({f["seed"] for f in r["folds"]}),
+            "ua": stat("ua"), "wa": stat("wa"), "f1": stat("f1_macro"),
             "seed_ua": (float(np.mean(seeds)), float(np.std(seeds))), "wall_s": r.get("wall_s")}
 
 
-def paired_change(run: Path, reference: Path) -> tuple[float, float, int] | None:
+def has_originals_only(run: Path) -> bool:
+    return all("originals_only" in f for f in load(run)["folds"])
+
+
+def paired_change(run: Path, reference: Path, originals_only: bool = False) -> tuple[float, float, int] | None:
     """UA of ``run`` − UA of ``reference`` on the (fold, seed) entries both have: the mean over
     seeds of the per-seed mean difference, its std over seeds, and the number of entries."""
     ref = {(f["fold"], f["seed"]): f["ua"] for f in load(reference)["folds"]}
     by_seed: dict = {}
-    for f in load(run)["folds"]:
+    for f in load(run, originals_only)["folds"]:
         if (f["fold"], f["seed"]) in ref:
             by_seed.setdefault(f["seed"], []).append(f["ua"] - ref[(f["fold"], f["seed"])])
     if not by_seed:
@@ -64,16 +81,18 @@ def main(argv=None) -> int:
                    "same (fold, seed) entries, mean ± std over seeds")
     a = p.parse_args(argv)
     runs = [r for r in a.runs if (r / "results.json").is_file()]
-    rows = [row(r) for r in runs]
+    # (run folder, its originals-only view?) for every row
+    views = [(r, plain) for r in runs for plain in ((False, True) if has_originals_only(r) else (False,))]
+    rows = [row(r, plain) for r, plain in views]
     extra = " | UA change vs reference (entries) |" if a.reference else " |"
     print("| run | normalisation | UA % | WA % | macro-F1 % | UA of the seed means | fold×seed entries | wall" + extra)
     print("|---|---|---|---|---|---|---|---|" + ("---|" if a.reference else ""))
-    for r, path in zip(rows, runs):
-        name = path.name if a.levers else r["name"]
+    for r, (path, plain) in zip(rows, views):
+        name = (path.name + " (originals only)" * plain) if a.levers else r["name"]
         wall = "–" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
         change = ""
         if a.reference:
-            d = paired_change(path, a.reference)
+            d = paired_change(path, a.reference, plain)
             change = " – |" if d is None else f" {100 * d[0]:+.1f} ± {100 * d[1]:.1f} ({d[2]}) |"
         print(f"| `{name}` | {r['normalize']} | {pm(r['ua'])} | {pm(r['wa'])} | {pm(r['f1'])} | "
               f"{pm(r['seed_ua'])} ({len(r['seeds'])} seed{'s' * (len(r['seeds']) > 1)}) | {r['n']} | {wall} |"

@@ -1,0 +1,45 @@
+"""benchmarks/results_table.py: the README's RAVDESS tables from run folders, with the
+originals-only row of a test-time-augmented run and paired changes against a reference."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("results_table", REPO / "benchmarks" / "results_table.py")
+results_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(results_table)
+
+
+def _run(folder: Path, uas: dict, originals: dict | None = None) -> Path:
+    """A results.json with one fold entry per (fold, seed) → UA (WA = UA, macro-F1 = UA − 0.01)."""
+    folds = []
+    for (fold, seed), ua in uas.items():
+        entry = {"fold": fold, "seed": seed, "ua": ua, "wa": ua, "f1_macro": ua - 0.01, "recall": {}}
+        if originals is not None:
+            o = originals[(fold, seed)]
+            entry["originals_only"] = {"ua": o, "wa": o, "f1_macro": o - 0.01}
+        folds.append(entry)
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"config": {"name": folder.name}, "folds": folds,
+                                                      "summary": {}, "labels": ["a", "b"]}))
+    return folder
+
+
+def test_a_test_time_run_gets_its_originals_only_row_and_pairs_each_view(tmp_path, capsys):
+    keys = [(1, 111), (2, 111), (1, 222), (2, 222)]
+    ref = _run(tmp_path / "ref", dict(zip(keys, [0.70, 0.80, 0.72, 0.78])))
+    tta = _run(tmp_path / "tta", dict(zip(keys, [0.74, 0.80, 0.74, 0.80])),
+               dict(zip(keys, [0.72, 0.82, 0.72, 0.78])))
+    assert results_table.row(tta)["ua"] == pytest.approx((0.77, 0.03))
+    assert results_table.row(tta, originals_only=True)["ua"][0] == pytest.approx(0.76)
+    # paired: seed 111 +0.02 / +0.02 (originals), seed 222 +0.02 / 0.0
+    mean, std, n = results_table.paired_change(tta, ref)
+    assert (mean, std, n) == (pytest.approx(0.02), pytest.approx(0.0), 4)
+    mean, std, _ = results_table.paired_change(tta, ref, originals_only=True)
+    assert (mean, std) == (pytest.approx(0.01), pytest.approx(0.01))
+    results_table.main(["--levers", str(ref), str(tta), "--reference", str(ref)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [line.split("`")[1] for line in lines] == ["ref", "tta", "tta (originals only)"]
+    assert "+1.0 ± 1.0 (4)" in lines[2] and "+2.0 ± 0.0 (4)" in lines[1]
