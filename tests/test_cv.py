@@ -98,6 +98,12 @@ def test_same_seed_same_numbers_and_resume_after_kill(workspace, tmp_path):
     moved = load_config(None, ["train.num_threads=2", f"features.cache_dir={tmp_path / 'c2'}"],
                         data=cfg.to_dict())
     assert fold_numbers(run_cv(moved, tmp_path / "c", log=lambda m: None, progress=False)) == fold_numbers(reference)
+    # the same corpus folder spelled another way is the same experiment
+    prepared = Path(cfg.corpus.prepared)
+    (prepared.parent / "elsewhere").mkdir(exist_ok=True)
+    respelled = load_config(None, [f"corpus.prepared={prepared.parent / 'elsewhere' / '..' / prepared.name}"],
+                            data=cfg.to_dict())
+    assert fold_numbers(run_cv(respelled, tmp_path / "c", log=lambda m: None, progress=False)) == fold_numbers(reference)
 
 
 def test_paper_validation_is_flagged_optimistic(workspace, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -373,6 +374,7 @@ def rank_log(out: Path, rank: int, distribute: str, log: Callable[[str], None], 
 
 # Settings that may change between a run and its resumption: they choose which folds run, where
 # and how fast, or how the report looks, not what a finished fold's numbers are.
+CORPUS_PATHS = ("corpus.root", "corpus.prepared", "corpus.folds_csv")
 RESUMABLE_CHANGES = ("name", "features.cache_dir", "train.num_threads", "train.device", "train.seeds",
                      "protocol.folds", "output")
 
@@ -388,6 +390,10 @@ def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
     except ConfigError:                # unreadable (another version's fields): treated as all changed
         old = {}
     new = flatten(cfg.to_dict())
+    for flat in (old, new):                  # a folder spelled another way is the same folder
+        for k in CORPUS_PATHS:
+            if isinstance(flat.get(k), str):
+                flat[k] = os.path.realpath(flat[k])
     changed = sorted(k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>")
                      and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES))
     if changed:
