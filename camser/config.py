@@ -236,6 +236,10 @@ class TrainConfig:
     # decay (0.99 ≈ the last 100 steps); validation, the kept epoch and the saved model use the
     # averaged weights; 0 → off
     ema: float = checked(0.0, ge=0, lt=1)
+    # domain-adversarial training against the training speakers: a small speaker classifier on
+    # the model's fused vector, through a gradient reversal scaled by this weight (the model
+    # learns vectors that hide who speaks); 0 → off. Training only: never saved with the model
+    speaker_adversarial: float = checked(0.0, ge=0)
     mixup: float = checked(0.0, ge=0)   # Beta(α, α) mixup of inputs and targets in training; 0 → off
     # SpecAugment-style: zero one random span of up to this fraction of each training example's
     # frames (every frame feature, same span); 0 → off
@@ -471,6 +475,8 @@ def _check_relations(cfg: ExperimentConfig) -> None:
              f"{longest_hop[0]} samples at {sr} Hz)"),
             ("train.mixup", not (t.mixup > 0 and t.unit == "utterance"), "mixes examples row by row, so "
              "it needs train.unit: segment (an utterance example spans several segment rows)"),
+            ("train.speaker_adversarial", not (t.speaker_adversarial > 0 and t.mixup > 0),
+             "does not combine with train.mixup (a mixed example has two speakers)"),
             ("train.keep", not (cfg.protocol.validation == "none" and t.keep == "best"),
              "best needs validation speakers to choose the epoch on, and protocol.validation: none "
              "holds out none; use train.keep: last (the epoch count fixed beforehand)"),

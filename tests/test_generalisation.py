@@ -2,6 +2,7 @@
 normalisation (corpus: strict; speaker: transductive, and labelled so), the linear probe with
 C chosen on inner speaker folds, training levers (optimiser, schedule, label smoothing,
 mixup, frame masking, whole-utterance examples, seed ensembles) and SSL frame pooling."""
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -133,7 +134,8 @@ def test_vector_normalisation_modes():
     ("train.schedule=step", "train.schedule"),
     ("train.unit=frame", "train.unit"),
     ("train.label_smoothing=1.5", "train.label_smoothing"),
-    ("train.ema=1.0", "train.ema"), ("train.frame_mask=1.0", "train.frame_mask"),
+    ("train.ema=1.0", "train.ema"), ("train.speaker_adversarial=-1", "train.speaker_adversarial"),
+    ("train.speaker_adversarial=0.5 train.mixup=0.2", "train.speaker_adversarial"), ("train.frame_mask=1.0", "train.frame_mask"),
     ("train.ensemble=0", "train.ensemble"),
     ("train.mixup=-1", "train.mixup"),
     ("train.mixup=0.2 train.unit=utterance", "train.mixup"),
@@ -202,7 +204,15 @@ class _Linear(torch.nn.Module):
         return torch.nn.functional.cross_entropy(logits, target, label_smoothing=label_smoothing)
 
 
-def _fit_in_memory(cfg, checkpoint=None, log=lambda m: None, on_step=None):
+class _Embedding(_Linear):
+    """_Linear that also returns its output as the fused vector (what an adversary reads)."""
+
+    def forward(self, batch, return_embeddings=False):
+        logits = self.lin(batch["x"])
+        return (logits, {"fused": logits}) if return_embeddings else logits
+
+
+def _fit_in_memory(cfg, checkpoint=None, log=lambda m: None, on_step=None, model_cls=None, **kwargs):
     """fit() on 40 training and 20 validation rows held in memory; ``on_step(model)`` after
     every optimiser step."""
     from camser.features.batches import SegmentSet
@@ -210,7 +220,7 @@ def _fit_in_memory(cfg, checkpoint=None, log=lambda m: None, on_step=None):
     torch.manual_seed(0)
     x = torch.randn(60, 4)
     y = (x[:, 0] > 0).long().numpy()
-    model = _Linear()
+    model = (model_cls or _Linear)()
 
     def segs(rows):
         return SegmentSet(rows, y[rows], [f"u{i}" for i in rows])
@@ -226,7 +236,7 @@ def _fit_in_memory(cfg, checkpoint=None, log=lambda m: None, on_step=None):
         mp.setattr(trainer, "train_step", recording_step)
         result = trainer.fit(model, {}, segs(np.arange(40)), segs(np.arange(40, 60)), ["a", "b"], cfg, seed=3,
                              checkpoint=checkpoint, log=log,
-                             batch_fn=lambda stores, s, idx: {"x": x[s.rows[idx]]})
+                             batch_fn=lambda stores, s, idx: {"x": x[s.rows[idx]]}, **kwargs)
     return result, model
 
 
@@ -254,6 +264,47 @@ def test_weight_ema_is_what_validation_scores_and_fit_keeps(tmp_path):
         _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt", log=kill_after_epoch_2)
     resumed, _ = _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt")     # the average survives a kill
     torch.testing.assert_close(resumed.best_state["lin.weight"], expected)
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient():
+    from camser.training.trainer import GradientReversal
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    out = GradientReversal.apply(x, 0.3)
+    assert torch.equal(out, x)
+    (out * torch.tensor([2.0, 5.0])).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([-0.6, -1.5]))
+
+
+def test_speaker_adversary_trains_beside_the_model_and_survives_a_kill(tmp_path):
+    """train.speaker_adversarial: the adversary learns the training speakers (its accuracy is
+    in the history), changes what the model learns, and is checkpointed with it."""
+    speakers = np.arange(40) % 4                     # four speakers among the 40 training rows
+    cfg = TrainConfig(batch_size=4, max_epochs=3, keep="last", lr=0.05, speaker_adversarial=1.0, device="cpu")
+    adv, model = _fit_in_memory(cfg, model_cls=_Embedding, speakers=speakers)
+    assert all(0.0 <= h["train_speaker_acc"] <= 1.0 for h in adv.history)
+    plain, _ = _fit_in_memory(TrainConfig(batch_size=4, max_epochs=3, keep="last", lr=0.05, device="cpu"),
+                              model_cls=_Embedding)
+    assert "train_speaker_acc" not in plain.history[0]
+    assert not torch.allclose(adv.best_state["lin.weight"], plain.best_state["lin.weight"])
+    assert set(model.state_dict()) == {"lin.weight", "lin.bias"}      # the model never holds the adversary
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_2(line):
+        if line.startswith("epoch   2"):
+            raise Killed
+    with pytest.raises(Killed):
+        _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt", log=kill_after_epoch_2, model_cls=_Embedding,
+                       speakers=speakers)
+    resumed, _ = _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt", model_cls=_Embedding, speakers=speakers)
+    torch.testing.assert_close(resumed.best_state["lin.weight"], adv.best_state["lin.weight"])
+    assert resumed.history == adv.history
+
+    with pytest.raises(ConfigError, match="train.speaker_adversarial: this model does not return"):
+        _fit_in_memory(cfg, speakers=speakers)                    # _Linear has no fused vector
+    with pytest.raises(ConfigError, match="train.speaker_adversarial: .*no speakers"):
+        _fit_in_memory(cfg, model_cls=_Embedding)
 
 
 # ---------------------------------------------------------------- end to end
@@ -309,6 +360,28 @@ def test_plus_preset_whole_utterances_ensemble_and_speaker_normalisation(ws, tmp
     assert (tmp_path / "plus/figures/layer_weights.png").is_file()
     again = cv(cfg, tmp_path / "plus2")
     assert again["folds"][0]["ua"] == fold["ua"] and again["folds"][0]["members"] == fold["members"]
+
+
+def test_speaker_adversary_in_a_cross_validation_knows_only_the_training_speakers(ws, tmp_path, monkeypatch):
+    from camser.training import cv as cv_module
+    seen = {}
+    real = cv_module.speaker_indices
+
+    def spy(data, segs):
+        out = real(data, segs)
+        speaker_of = {u.id: u.speaker for u in data.every_utterance}
+        seen["speakers"] = {speaker_of[uid] for uid in segs.utterance_ids}
+        seen["n"] = int(out.max()) + 1
+        return out
+    monkeypatch.setattr(cv_module, "speaker_indices", spy)
+    cfg = make_cfg(ws, {"name": "camser", "preset": "plus"}, "protocol.folds=[1]", "train.unit=utterance",
+                   "train.speaker_adversarial=0.5", "train.max_epochs=2")
+    results = cv(cfg, tmp_path / "adv")
+    fold = results["folds"][0]
+    assert seen["speakers"].isdisjoint(fold["test_speakers"] + fold["val_speakers"])
+    assert seen["n"] == len(seen["speakers"])
+    (entry,) = (tmp_path / "adv").glob("folds/*/result.json")
+    assert all("train_speaker_acc" in h for h in json.loads(entry.read_text())["history"])
 
 
 def test_utterance_unit_scores_each_utterance_once(ws, tmp_path):

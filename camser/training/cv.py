@@ -130,8 +130,18 @@ def train_split(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, chec
     result = fit(wrapped, data.stores, train, val, data.labels, cfg.train, seed,
                  checkpoint=checkpoint, log=log, batch_fn=batch_fn,
                  rank=rank if ddp else 0, world_size=world if ddp else 1,
-                 progress=progress, progress_every_s=cfg.output.progress_every_s)
+                 progress=progress, progress_every_s=cfg.output.progress_every_s,
+                 speakers=speaker_indices(data, train) if cfg.train.speaker_adversarial else None)
     return model, result, batch_fn
+
+
+def speaker_indices(data: PreparedData, segs: SegmentSet) -> np.ndarray:
+    """Each row's speaker as an index into the sorted speakers of ``segs`` (a training set:
+    the adversary of ``train.speaker_adversarial`` only ever learns its own speakers)."""
+    speaker_of = {u.id: u.speaker for u in data.every_utterance}
+    names = [speaker_of[uid] for uid in segs.utterance_ids]
+    index = {s: i for i, s in enumerate(sorted(set(names)))}
+    return np.array([index[s] for s in names], dtype=np.int64)
 
 
 @dataclass

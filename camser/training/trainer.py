@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
+from ..errors import ConfigError
 from ..features.store import KINDS as FRAME_KEYS
 from ..features.batches import SegmentSet, gather, iterate_batches, with_prefetch
 from ..metrics import compute_metrics, pool_segments
@@ -206,6 +207,30 @@ def mixup(batch: dict, target: torch.Tensor, alpha: float):
     return out, target, target[perm.to(target.device)], lam
 
 
+def _speaker_adversary(core, stores, examples: UnitBatches, speakers: np.ndarray | None, cfg: TrainConfig,
+                       device) -> tuple[SpeakerAdversary, np.ndarray]:
+    """The adversary of ``train.speaker_adversarial``, sized by one forward pass of the first
+    training example, and each example's speaker index."""
+    if speakers is None:
+        raise ConfigError("train.speaker_adversarial: this training loop was given no speakers to hide")
+    speakers = np.asarray(speakers, dtype=np.int64)
+    if examples.groups is not None:                 # an utterance's segments share its speaker
+        speakers = np.array([speakers[g[0]] for g in examples.groups], dtype=np.int64)
+    batch, _, _ = examples(stores, np.arange(1))
+    was_training = core.training
+    core.eval()
+    try:
+        with torch.no_grad():
+            out = core({k: v.to(device) for k, v in batch.items()}, return_embeddings=True)
+    except TypeError:
+        raise ConfigError("train.speaker_adversarial: this model does not return its fused vector "
+                          "(return_embeddings)") from None
+    finally:
+        core.train(was_training)
+    dim = out[1]["fused"].shape[-1]
+    return SpeakerAdversary(dim, int(speakers.max()) + 1, cfg.speaker_adversarial).to(device), speakers
+
+
 def weight_average(model: torch.nn.Module, decay: float):
     """An exponential moving average of ``model``'s weights and buffers (torch's
     ``AveragedModel``; the first update copies them), or None when ``decay`` is 0."""
@@ -215,12 +240,45 @@ def weight_average(model: torch.nn.Module, decay: float):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient multiplied by ``-scale`` backward (Ganin & Lempitsky, 2015)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.scale * grad, None
+
+
+class SpeakerAdversary(torch.nn.Module):
+    """Domain-adversarial training against the training speakers (``train.speaker_adversarial``):
+    a small classifier learns to tell each example's speaker from the model's fused vector,
+    while the reversed gradient (scaled by ``scale``) teaches the model vectors it can't tell
+    them apart by. It lives in the training loop only; the saved model never holds it."""
+
+    def __init__(self, dim: int, n_speakers: int, scale: float, hidden: int = 128):
+        super().__init__()
+        self.scale = scale
+        self.net = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(),
+                                       torch.nn.Linear(hidden, n_speakers))
+
+    def forward(self, fused: torch.Tensor, speakers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ (the speaker loss, how many examples it named the speaker of correctly)."""
+        logits = self.net(GradientReversal.apply(fused.float(), self.scale))
+        return F.cross_entropy(logits, speakers), (logits.argmax(1) == speakers).sum()
+
+
 def train_step(model, batch: dict, target: torch.Tensor, optim: torch.optim.Optimizer, cfg: TrainConfig,
-               device: torch.device, on_phase: Callable[[str], None] | None = None) -> torch.Tensor:
+               device: torch.device, on_phase: Callable[[str], None] | None = None,
+               adversary: SpeakerAdversary | None = None, speakers: torch.Tensor | None = None) -> torch.Tensor:
     """One optimiser step on ``batch`` (the body of :func:`fit`'s loop): frame masking, mixup,
-    autocast on CUDA, the model's ``training_loss``, gradient clipping. ``model`` may be
-    wrapped in DDP. ``on_phase("forward" | "backward")`` is called as each part ends (the
-    benchmark times them). Returns the loss."""
+    autocast on CUDA, the model's ``training_loss`` (+ the ``adversary``'s speaker loss on
+    the fused vectors, ``speakers`` the examples' speaker indices), gradient clipping.
+    ``model`` may be wrapped in DDP. ``on_phase("forward" | "backward")`` is called as each
+    part ends (the benchmark times them). Returns the loss (the adversary's not counted)."""
     core = getattr(model, "module", model)          # the model inside DDP
     if cfg.frame_mask > 0:
         batch = mask_frames(batch, cfg.frame_mask)
@@ -232,16 +290,22 @@ def train_step(model, batch: dict, target: torch.Tensor, optim: torch.optim.Opti
             logits = model(batch).float()
             loss = (lam * core.training_loss(logits, y_a, cfg.label_smoothing)
                     + (1.0 - lam) * core.training_loss(logits, y_b, cfg.label_smoothing))
+        elif adversary is not None:
+            logits, emb = model(batch, return_embeddings=True)
+            loss = core.training_loss(logits.float(), target, cfg.label_smoothing)
+            speaker_loss, adversary.correct = adversary(emb["fused"], speakers.to(device))
         else:
             loss = core.training_loss(model(batch).float(), target, cfg.label_smoothing)
     if on_phase is not None:
         on_phase("forward")
     optim.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if adversary is None else loss + speaker_loss).backward()
     if on_phase is not None:
         on_phase("backward")
     if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad]
+                                       + (list(adversary.parameters()) if adversary is not None else []),
+                                       cfg.grad_clip)
     optim.step()
     return loss
 
@@ -250,7 +314,7 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
         seed: int, checkpoint: Path | None = None, log: Callable[[str], None] = print,
         batch_fn: Callable | None = None, rank: int = 0, world_size: int = 1,
         max_epochs: int | None = None, progress: bool | None = None,
-        progress_every_s: float = 0.0) -> FitResult:
+        progress_every_s: float = 0.0, speakers: np.ndarray | None = None) -> FitResult:
     """Train ``model`` (already built under ``seed``) with early stopping on ``val``.
 
     With ``world_size > 1`` the model must be wrapped in DistributedDataParallel; every rank
@@ -261,14 +325,20 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
 
     Inside an epoch (rank 0 only), training and validation show a progress bar with ETA when
     :func:`show_bar` (``progress``) says so, else a line through ``log`` at most every
-    ``progress_every_s`` seconds (0: none); see :class:`PassProgress`."""
+    ``progress_every_s`` seconds (0: none); see :class:`PassProgress`.
+
+    ``speakers``: each ``train`` row's speaker index (0 … S−1), what the
+    ``train.speaker_adversarial`` adversary learns to name."""
     device = resolve_device(cfg.device)
     core = getattr(model, "module", model)          # the model inside DDP
-    params = [p for p in model.parameters() if p.requires_grad]
-    optim = make_optimizer(params, cfg)
-    gen = torch.Generator().manual_seed(seed)
     batch_fn = batch_fn or _default_batch
     examples = UnitBatches(train, cfg.unit, batch_fn)
+    adversary, example_speakers = None, None
+    if cfg.speaker_adversarial > 0:
+        adversary, example_speakers = _speaker_adversary(core, stores, examples, speakers, cfg, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = make_optimizer(params + (list(adversary.parameters()) if adversary is not None else []), cfg)
+    gen = torch.Generator().manual_seed(seed)
     n_epochs = max_epochs or cfg.max_epochs
     steps_per_epoch = n_batches(examples.n_examples, cfg.batch_size)
     val_batches = n_batches(UnitBatches(val, cfg.unit, batch_fn).n_examples, cfg.batch_size)
@@ -288,6 +358,8 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
         torch.set_rng_state(ck["torch_rng"])
         if ema is not None:
             ema.load_state_dict(ck["ema"])
+        if adversary is not None:
+            adversary.load_state_dict(ck["adversary"])
         state = {k: ck[k] for k in ("epoch", "best_score", "best_epoch", "bad_epochs", "history", "best_state")}
         log(f"resumed from {checkpoint} after epoch {state['epoch']}")
 
@@ -297,12 +369,14 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
             break
         epoch = state["epoch"] + 1
         model.train()
-        total, count = 0.0, 0
+        total, count, named = 0.0, 0, 0
         with PassProgress(f"training epoch {epoch}", steps_per_epoch, *shown) as meter:
             for idx in with_prefetch(iterate_batches(examples.n_examples, cfg.batch_size, gen, rank, world_size),
                                      stores, examples.segment_view):
                 batch, target, _ = examples(stores, idx)
-                loss = train_step(model, batch, torch.from_numpy(target), optim, cfg, device)
+                loss = train_step(model, batch, torch.from_numpy(target), optim, cfg, device, adversary=adversary,
+                                  speakers=None if adversary is None else torch.from_numpy(example_speakers[idx]))
+                named += 0 if adversary is None else int(adversary.correct)
                 scheduler.step()
                 if ema is not None:
                     ema.update_parameters(core)
@@ -310,6 +384,8 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
                 count += len(idx)
                 meter.update(loss=total / count)
         record = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": scheduler.get_last_lr()[0]}
+        if adversary is not None:            # how well the speakers could still be told apart
+            record["train_speaker_acc"] = named / max(count, 1)
         if len(val):
             with PassProgress(f"validation after epoch {epoch}", val_batches, *shown) as meter:
                 logp = predict_segments(kept, stores, val, cfg.batch_size, device, batch_fn, unit=cfg.unit,
@@ -338,6 +414,7 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
             _atomic_save({**state, "model": core.state_dict(), "optimizer": optim.state_dict(),
                           "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
                           "torch_rng": torch.get_rng_state(),
-                          **({"ema": ema.state_dict()} if ema is not None else {})}, checkpoint)
+                          **({"ema": ema.state_dict()} if ema is not None else {}),
+                          **({"adversary": adversary.state_dict()} if adversary is not None else {})}, checkpoint)
     core.load_state_dict(state["best_state"])
     return FitResult(state["best_state"], state["best_epoch"], state["epoch"], state["history"])
