@@ -120,8 +120,9 @@ def cmd_ablation(a) -> int:
 
 
 def cmd_compare(a) -> int:
-    for path in a.configs:          # all of them, before the first system runs
-        _load_experiment(path, a.overrides)
+    for path in a.configs:          # all of them, before the first system runs (run folders: by compare)
+        if not Path(path).is_dir():
+            _load_experiment(path, a.overrides)
     from .training.compare import run_compare
     run_compare(a.configs, a.overrides, a.out)
     return 0
@@ -373,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("compare", help="several systems (one YAML each) on identical folds → one table")
-    s.add_argument("configs", nargs="+", metavar="CONFIG", help="experiment YAML files, one per system")
+    s.add_argument("configs", nargs="+", metavar="CONFIG", help="experiment YAML files, one per system; a "
+                   "finished `camser cv` run folder is read instead of run (--set does not apply to it)")
     _add_config_args(s, config_required=False)
     s.add_argument("--out", required=True, type=Path, help="DIR: each system runs into DIR/<config name>/; "
                    "the table is DIR/compare.md + compare.json")

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import re
 import types
 import typing
@@ -105,6 +106,12 @@ class CorpusConfig:
     root: str | None = None        # corpus folder (or the CSV file for name=csv)
     prepared: str | None = None    # a folder written by `camser prepare` (manifest.csv)
     folds_csv: str | None = None   # predefined folds (e.g. EmoBox), used by protocol.scheme=csv
+
+    def resolved(self) -> dict:
+        """The section with its paths as the files they name (``realpath``): what tells whether
+        two configurations read the same corpus however its folder is spelled."""
+        return {k: os.path.realpath(v) if k in ("root", "prepared", "folds_csv") and isinstance(v, str) else v
+                for k, v in dataclasses.asdict(self).items()}
 
 
 @dataclass

@@ -345,6 +345,14 @@ def test_compare_writes_one_table(ws, tmp_path):
     for name in ("guess", "means"):
         assert len(json.loads((tmp_path / "cmp" / name / "results.json").read_text())["folds"]) == 2
 
+    # a finished run folder stands for its system: read, not rerun
+    assert main(["compare", str(tmp_path / "cmp/guess"), paths[1], "--out", str(tmp_path / "cmp2")]) == 0
+    again = json.loads((tmp_path / "cmp2/compare.json").read_text())
+    assert again[0]["run_dir"] == str(tmp_path / "cmp/guess") and not (tmp_path / "cmp2/guess").exists()
+    assert [row["ua_mean"] for row in again] == [row["ua_mean"] for row in table]
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(tmp_path / "empty"), paths[1], "--out", str(tmp_path / "cmp3")]) == 2
+
     other = make_cfg(ws, {"name": "mlp"}, "protocol.scheme=loso_speaker")
     other.save(tmp_path / "other.yaml")
     assert main(["compare", paths[0], str(tmp_path / "other.yaml"), "--out", str(tmp_path / "bad")]) == 2

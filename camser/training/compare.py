@@ -1,7 +1,8 @@
 """``camser compare``: several systems, one experiment YAML each, cross-validated on identical
 folds (each into ``DIR/<config stem>/``, resumable like any ``camser cv`` run), then one table:
 WA, UA and macro-F1 as mean ± std over folds, the best of each column in bold, each system's
-run directory."""
+run directory. A finished ``camser cv`` run folder may stand for a system: it is read, not
+rerun (its ``config.yaml`` is checked like a YAML's)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,7 @@ from tqdm import tqdm
 
 from ..config import load_config
 from ..errors import ConfigError
-from ..reports.results import write_json
+from ..reports.results import read_json, write_json
 from ..reports.tables import COLUMNS, comparison_table, mean_std
 from .cv import run_cv
 
@@ -22,7 +23,22 @@ NOTED = ("audio", "segments")
 
 
 def _differs(a, b, section: str) -> bool:
+    if section == "corpus":                     # the same folder, however it is spelled
+        return a.corpus.resolved() != b.corpus.resolved()
     return dataclasses.asdict(getattr(a, section)) != dataclasses.asdict(getattr(b, section))
+
+
+def _is_run(path: Path) -> bool:
+    """A finished ``camser cv`` run folder (rather than an experiment YAML)."""
+    return path.is_dir()
+
+
+def _load_system(path: Path, overrides: list[str]):
+    if not _is_run(path):
+        return load_config(path, overrides)
+    if not (path / "results.json").is_file() or not (path / "config.yaml").is_file():
+        raise ConfigError(f"{path}: not a finished camser cv run (no results.json and config.yaml)")
+    return load_config(path / "config.yaml")
 
 
 def system_line(name: str, model: str, results: dict, run_dir) -> str:
@@ -40,8 +56,9 @@ def system_line(name: str, model: str, results: dict, run_dir) -> str:
 def run_compare(config_paths: list, overrides: list[str], out_dir, log=print,
                 progress: bool | None = None) -> tuple[str, list[dict]]:
     """Run every config (``overrides`` apply to all) and write ``DIR/compare.md`` and
-    ``DIR/compare.json``. Configs whose corpus, labels or protocol differ from the first's are
-    refused before anything runs: their folds would not be the same."""
+    ``DIR/compare.json``. A finished run folder among ``config_paths`` is read as it is (named
+    by its folder; ``overrides`` do not apply to it). Configs whose corpus, labels or protocol
+    differ from the first's are refused before anything runs: their folds would not be the same."""
     out = Path(out_dir)
     paths = [Path(p) for p in config_paths]
     if not paths:
@@ -51,7 +68,7 @@ def run_compare(config_paths: list, overrides: list[str], out_dir, log=print,
         if p.stem in seen:
             raise ConfigError(f"{p}: same name as {seen[p.stem]} (each system runs into DIR/<config name>/)")
         seen[p.stem] = p
-    configs = [load_config(p, overrides) for p in paths]
+    configs = [_load_system(p, overrides) for p in paths]
     first, ref = paths[0], configs[0]
     for p, cfg in zip(paths[1:], configs[1:]):
         for section in SAME:
@@ -66,12 +83,13 @@ def run_compare(config_paths: list, overrides: list[str], out_dir, log=print,
 
     rows, models = [], {}
     for p, cfg in zip(paths, configs):
-        log(f"== {p.stem} (model {cfg.model['name']})")
-        results = run_cv(cfg, out / p.stem, log=log, progress=progress)
+        run_dir = p if _is_run(p) else out / p.stem
+        log(f"== {p.stem} (model {cfg.model['name']}{', a finished run' if _is_run(p) else ''})")
+        results = read_json(p / "results.json") if _is_run(p) else run_cv(cfg, run_dir, log=log, progress=progress)
         if results:
-            rows.append((p.stem, results, str(out / p.stem)))
+            rows.append((p.stem, results, str(run_dir)))
             models[p.stem] = cfg.model["name"]
-            log(system_line(p.stem, cfg.model["name"], results, out / p.stem))
+            log(system_line(p.stem, cfg.model["name"], results, run_dir))
     if not rows:                # not rank 0 under torchrun
         return "", []
     markdown, table = comparison_table(rows)

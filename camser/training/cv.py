@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -384,9 +383,14 @@ def rank_log(out: Path, rank: int, distribute: str, log: Callable[[str], None], 
 
 # Settings that may change between a run and its resumption: they choose which folds run, where
 # and how fast, or how the report looks, not what a finished fold's numbers are.
-CORPUS_PATHS = ("corpus.root", "corpus.prepared", "corpus.folds_csv")
 RESUMABLE_CHANGES = ("name", "features.cache_dir", "train.num_threads", "train.device", "train.seeds",
                      "protocol.folds", "output")
+
+
+def _comparable(cfg: ExperimentConfig) -> dict:
+    """The flattened configuration, the corpus folder as the files it names (spelled another
+    way, it is the same folder)."""
+    return flatten({**cfg.to_dict(), "corpus": cfg.corpus.resolved()})
 
 
 def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
@@ -396,14 +400,10 @@ def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
     if not saved.is_file() or not any(out.glob("folds/*/result.json")):
         return
     try:
-        old = flatten(load_config(saved).to_dict())
+        old = _comparable(load_config(saved))
     except ConfigError:                # unreadable (another version's fields): treated as all changed
         old = {}
-    new = flatten(cfg.to_dict())
-    for flat in (old, new):                  # a folder spelled another way is the same folder
-        for k in CORPUS_PATHS:
-            if isinstance(flat.get(k), str):
-                flat[k] = os.path.realpath(flat[k])
+    new = _comparable(cfg)
     changed = sorted(k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>")
                      and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES))
     if changed:
