@@ -350,6 +350,10 @@ def test_compare_writes_one_table(ws, tmp_path):
     again = json.loads((tmp_path / "cmp2/compare.json").read_text())
     assert again[0]["run_dir"] == str(tmp_path / "cmp/guess") and not (tmp_path / "cmp2/guess").exists()
     assert [row["ua_mean"] for row in again] == [row["ua_mean"] for row in table]
+    assert main(["compare", str(tmp_path / "cmp/guess"), str(tmp_path / "cmp/means"), "--out",
+                 str(tmp_path / "runs_only")]) == 0                      # nothing to run at all
+    assert [row["ua_mean"] for row in json.loads((tmp_path / "runs_only/compare.json").read_text())] == \
+        [row["ua_mean"] for row in table]
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(tmp_path / "empty"), paths[1], "--out", str(tmp_path / "cmp3")]) == 2
 

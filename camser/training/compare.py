@@ -99,6 +99,7 @@ def run_compare(config_paths: list, overrides: list[str], out_dir, log=print,
     intro = (f"Systems compared on identical folds: corpus {ref.corpus.name}, protocol {ref.protocol.scheme} "
              f"(validation {ref.protocol.validation}), {n_folds} fold×seed entries each. Percentages, "
              "mean ± std over folds; the best mean of each column in bold.\n\n")
+    out.mkdir(parents=True, exist_ok=True)          # finished run folders alone create nothing there
     (out / "compare.md").write_text(intro + markdown)
     write_json(out / "compare.json", table)
     print(markdown)
