@@ -240,6 +240,19 @@ def _fit_in_memory(cfg, checkpoint=None, log=lambda m: None, on_step=None, model
     return result, model
 
 
+def _killed_after_epoch_2_then_resumed(cfg, tmp_path, **kwargs):
+    """:func:`_fit_in_memory` killed after its second epoch, then resumed from the checkpoint."""
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_2(line):
+        if line.startswith("epoch   2"):
+            raise Killed
+    with pytest.raises(Killed):
+        _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt", log=kill_after_epoch_2, **kwargs)
+    return _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt", **kwargs)[0]
+
+
 def test_weight_ema_is_what_validation_scores_and_fit_keeps(tmp_path):
     cfg = TrainConfig(batch_size=4, max_epochs=3, keep="last", lr=0.1, ema=0.8, device="cpu")
     raw = []
@@ -254,15 +267,7 @@ def test_weight_ema_is_what_validation_scores_and_fit_keeps(tmp_path):
     off, _ = _fit_in_memory(TrainConfig(batch_size=4, max_epochs=3, keep="last", lr=0.1, device="cpu"))
     torch.testing.assert_close(off.best_state["lin.weight"], raw[-1])    # ema: 0 → the last weights
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_epoch_2(line):
-        if line.startswith("epoch   2"):
-            raise Killed
-    with pytest.raises(Killed):
-        _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt", log=kill_after_epoch_2)
-    resumed, _ = _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt")     # the average survives a kill
+    resumed = _killed_after_epoch_2_then_resumed(cfg, tmp_path)        # the average survives a kill
     torch.testing.assert_close(resumed.best_state["lin.weight"], expected)
 
 
@@ -288,16 +293,7 @@ def test_speaker_adversary_trains_beside_the_model_and_survives_a_kill(tmp_path)
     assert not torch.allclose(adv.best_state["lin.weight"], plain.best_state["lin.weight"])
     assert set(model.state_dict()) == {"lin.weight", "lin.bias"}      # the model never holds the adversary
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_epoch_2(line):
-        if line.startswith("epoch   2"):
-            raise Killed
-    with pytest.raises(Killed):
-        _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt", log=kill_after_epoch_2, model_cls=_Embedding,
-                       speakers=speakers)
-    resumed, _ = _fit_in_memory(cfg, checkpoint=tmp_path / "ck.pt", model_cls=_Embedding, speakers=speakers)
+    resumed = _killed_after_epoch_2_then_resumed(cfg, tmp_path, model_cls=_Embedding, speakers=speakers)
     torch.testing.assert_close(resumed.best_state["lin.weight"], adv.best_state["lin.weight"])
     assert resumed.history == adv.history
 
