@@ -188,3 +188,28 @@ def test_a_whole_utterance_model_exports_with_its_pooling(tiny_model_folder, tmp
     for g, e in zip(onnx.predict(paths), pooled.predict(paths)):
         assert g.label == e.label and len(g.segments) == len(e.segments)
         assert max(abs(g.probabilities[k] - e.probabilities[k]) for k in e.probabilities) < TOL
+
+
+def test_test_time_copies_run_through_the_onnx_file_too(exported, tiny_model_folder, tmp_path):
+    """features.augment.test_time: the copies are made outside the graph, so the ONNX file
+    scores them as PyTorch does."""
+    import shutil
+
+    import yaml
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_folder.model_dir, folder)
+    features = yaml.safe_load((folder / "features.yaml").read_text())
+    features["features"]["augment"] = {"speeds": [0.9, 1.1], "test_time": True}
+    (folder / "features.yaml").write_text(yaml.safe_dump(features))
+    info, _ = exported
+    onnx = EmotionRecognizer.from_pretrained(folder, onnx=info["features"]["path"], device="cpu")
+    torch_tta = EmotionRecognizer.from_pretrained(folder, device="cpu")
+    plain = EmotionRecognizer.from_pretrained(tiny_model_folder.model_dir, device="cpu")
+    assert onnx.pipeline.view_specs == ["speed0.9", "speed1.1"]
+    paths = [u.path for u in tiny_model_folder.utterances[:6]]
+    expected, alone = torch_tta.predict(paths), plain.predict(paths)
+    for g, e, a in zip(onnx.predict(paths), expected, alone):
+        assert max(abs(g.probabilities[k] - e.probabilities[k]) for k in e.probabilities) < TOL
+        assert len(g.segments) == len(a.segments)
+    assert any(max(abs(e.probabilities[k] - a.probabilities[k]) for k in a.probabilities) > 1e-3
+               for e, a in zip(expected, alone))
