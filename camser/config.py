@@ -127,6 +127,8 @@ class AudioConfig:
     sample_rate: int = checked(16_000, ge=1000)
     min_duration_s: float = checked(0.1, ge=0)
     pre_emphasis: float = checked(0.0, ge=0, le=1)   # the published CA-MSER code uses 0.97 before every branch
+    # cut leading/trailing audio quieter than this many dB below the peak (null: keep all)
+    trim_db: float | None = checked(None, gt=0)
 
 
 @dataclass

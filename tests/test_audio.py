@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from camser.audio import load_audio, stream_audio
+from camser.audio import load_audio, stream_audio, trim_silence
 from camser.errors import AudioError
 
 
@@ -75,3 +75,18 @@ def test_stream_audio_resamples(tmp_path):
     y = np.concatenate(list(stream_audio(path, block_s=2.0)))
     assert abs(len(y) - 80_000) <= 2
     np.testing.assert_allclose(y[1000:70_000], load_audio(path)[1000:70_000], atol=1e-3)
+
+
+def test_trim_silence_keeps_the_speech_and_says_where_it_starts():
+    sr = 16_000
+    rng = np.random.default_rng(0)
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)
+    y = np.concatenate([1e-4 * rng.standard_normal(sr // 2), tone, 1e-4 * rng.standard_normal(sr)]).astype(np.float32)
+    kept, start = trim_silence(y, sr, top_db=30)
+    # frames of 2048 samples every 512: the cut lands within a frame of the tone's edges
+    assert abs(start - sr // 2) <= 2048 and abs(start + len(kept) - 3 * sr // 2) <= 2048
+    np.testing.assert_array_equal(kept, y[start:start + len(kept)])
+    assert len(trim_silence(y, sr, top_db=120)[0]) == len(y)      # nothing is that quiet: all kept
+    with pytest.raises(AudioError) as e:
+        trim_silence(y, sr, top_db=30, min_duration_s=2.0, name="clip.wav")
+    assert str(e.value).startswith("clip.wav: too short after cutting silence")

@@ -163,6 +163,48 @@ def test_test_time_copies_are_scored_as_cross_validation_scores_them(trained, un
                            [list(q.probabilities.values()) for q in alone], atol=1e-4)
 
 
+def test_silence_is_cut_at_inference_as_extraction_cut_it(trained):
+    """audio.trim_db: the cache's segment table follows the trimmed audio (copies: the trimmed
+    original's length at their speed), and the recognizer cuts a file's silence exactly as
+    extraction did: same segments, same scores with test-time copies, offsets where speech starts."""
+    import soundfile as sf
+    from camser.audio import load_audio, trim_silence
+    from camser.augment import augmented_length
+    from camser.config import load_config
+    from camser.features.batches import segment_set
+    from camser.training.cv import data_inputs, with_test_time_copies
+    from camser.training.experiment import prepare_data
+    from camser.training.trainer import predict_segments
+
+    r = trained.recognizer
+    cfg = load_config(None, ["audio.trim_db=30", "features.augment.speeds=[0.9]", "features.augment.test_time=true"],
+                      data=r.cfg.to_dict())
+    data = prepare_data(cfg, data_inputs(cfg), progress=False)
+    some = data.utterances[:4]
+    def n_segments(uid):
+        return sum(s.utterance_id == uid for s in data.stores["mfcc"].index)
+
+    starts = []
+    for u in some:
+        full = load_audio(u.path)
+        kept, start = trim_silence(full, 16_000, 30.0)
+        assert 0 < len(kept) < len(full)                       # the synthetic turns have silent edges
+        starts.append(start / 16_000)
+        assert n_segments(u.id) == -(-len(kept) // 48_000)     # 3 s segments of the kept audio
+        assert n_segments(u.id + "@speed0.9") == -(-augmented_length(len(kept), "speed0.9") // 48_000)
+        assert sf.info(u.path).frames == len(full)             # the file itself is untouched
+    tta = EmotionRecognizer(r.model, r.labels, cfg, device="cpu", batch_size=3)
+    segs = segment_set(data.stores, [u.id for u in some], data.label_index())
+    logp = predict_segments(r.model, data.stores, segs, 3, "cpu")
+    cached = with_test_time_copies(logp, segs, r.model, data, cfg, None)
+    for i, (u, p) in enumerate(zip(some, tta.predict([u.path for u in some]))):
+        row = segs.utterance_ids.index(u.id)
+        np.testing.assert_allclose([list(s.probabilities.values()) for s in p.segments],
+                                   np.exp(logp[row:row + len(p.segments)]), atol=1e-5)
+        np.testing.assert_allclose(list(p.probabilities.values()), np.exp(cached[row]), atol=1e-5)
+        assert p.segments[0].start_s == pytest.approx(starts[i], abs=1e-6)
+
+
 def test_finetuned_encoder_travels_in_the_model_folder(trained, tmp_path):
     """train.mode=finetune: the trained encoder weights are saved and restored (the folder only
     references the encoder's architecture)."""

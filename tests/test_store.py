@@ -150,8 +150,9 @@ def test_config_change_makes_a_new_store(corpus, tiny_w2v, tmp_path, monkeypatch
     assert second["mfcc"].path != first["mfcc"].path and second["mfcc"].array.shape[-1] == 20
     assert second["spectrogram"].path == first["spectrogram"].path     # untouched kind reused
     assert len(calls) == len(corpus)
-    # pre-emphasis, segment length and the corpus itself all change every kind's hash
+    # pre-emphasis, silence trimming, segment length and the corpus itself change every kind's hash
     for change in (lambda c: setattr(c.audio, "pre_emphasis", 0.0),
+                   lambda c: setattr(c.audio, "trim_db", 30.0),
                    lambda c: setattr(c.segments, "length_s", 0.5)):
         c = _cfg(tiny_w2v)
         change(c)
@@ -159,6 +160,17 @@ def test_config_change_makes_a_new_store(corpus, tiny_w2v, tmp_path, monkeypatch
         assert out["spectrogram"].path != first["spectrogram"].path
     out = extract_features(corpus[:-1], cfg, tmp_path, kinds=["spectrogram"], progress=False)
     assert out["spectrogram"].path != first["spectrogram"].path and len(out["spectrogram"]) == 7
+
+
+def test_silence_trimming_off_keeps_the_caches_made_before_it_existed(tiny_w2v):
+    """``audio.trim_db`` at its default (off) is not in the hash: stores made before the field
+    existed are still found."""
+    from camser.features.store import kind_config
+
+    assert "trim_db" not in kind_config("mfcc", _cfg(tiny_w2v))["audio"]
+    cfg = _cfg(tiny_w2v)
+    cfg.audio.trim_db = 30.0
+    assert kind_config("mfcc", cfg)["audio"]["trim_db"] == 30.0
 
 
 def test_one_corpus_reached_by_two_paths_shares_its_cache(corpus, tiny_w2v, tmp_path):

@@ -142,11 +142,10 @@ class AudioBatches:
     utterances stay decoded, so neighbouring segments don't reload the file."""
 
     def __init__(self, utterances, cfg, keep: int = 256):
-        from ..features.extract import prepare_waveform
-        from ..audio import load_audio
+        from ..features.extract import load_corpus_audio, prepare_waveform
         self._paths = {u.id: u.path for u in utterances}
         self._cfg = cfg
-        self._load = lambda uid: prepare_waveform(load_audio(self._paths[uid], cfg.audio.sample_rate), cfg)
+        self._load = lambda uid: prepare_waveform(load_corpus_audio(self._paths[uid], cfg), cfg)
         self._cache: dict[str, np.ndarray] = {}
         self._keep = keep
 

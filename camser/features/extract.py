@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import soundfile as sf
 
-from ..audio import load_audio, unreadable_reason
+from ..audio import load_audio, trim_silence, unreadable_reason
 from ..augment import augment_waveform, augmented_length, original_id
 from ..config import ExperimentConfig
 from ..errors import AudioError, CamserError
@@ -56,7 +56,8 @@ def resampled_length(path: str | Path, sr: int) -> int:
 def segment_table(utterances: Sequence[Utterance], cfg: ExperimentConfig) -> list[Segment]:
     """Every utterance's segments, in utterance order (the rows of every feature store).
 
-    Lengths come from the file headers (see :func:`resampled_length`)."""
+    Lengths come from the file headers (see :func:`resampled_length`), or from the audio when
+    ``audio.trim_db`` cuts silence."""
     return _table(utterances, cfg)[0]
 
 
@@ -66,8 +67,15 @@ def _table(utterances: Sequence[Utterance], cfg: ExperimentConfig) -> tuple[list
     seg_len, hop = cfg.segments.samples(sr)
     table: list[Segment] = []
     lengths, offsets = [], []
+    trimmed: dict[str, int] = {}        # path → samples left once silence is cut (copies share it)
     for u in utterances:
-        n = augmented_length(resampled_length(u.path, sr), u.augment)
+        if cfg.audio.trim_db is None:
+            n = resampled_length(u.path, sr)
+        else:
+            if u.path not in trimmed:
+                trimmed[u.path] = len(load_corpus_audio(u.path, cfg))
+            n = trimmed[u.path]
+        n = augmented_length(n, u.augment)
         if n < cfg.audio.min_duration_s * sr:     # fail before any store is written, not mid-way
             raise AudioError(u.path, f"too short ({n / sr:.3f} s < minimum {cfg.audio.min_duration_s:g} s)")
         lengths.append(n)
@@ -75,6 +83,15 @@ def _table(utterances: Sequence[Utterance], cfg: ExperimentConfig) -> tuple[list
         table.extend(segment_utterance(u.id, n, seg_len, hop, cfg.segments.last))
     offsets.append(len(table))
     return table, lengths, offsets
+
+
+def load_corpus_audio(path: str | Path, cfg: ExperimentConfig) -> np.ndarray:
+    """A corpus file as every feature kind sees it: mono at ``audio.sample_rate`` Hz, its
+    leading and trailing silence cut when ``audio.trim_db`` is set (:func:`camser.audio.trim_silence`)."""
+    y = load_audio(path, sr=cfg.audio.sample_rate, min_duration_s=cfg.audio.min_duration_s)
+    if cfg.audio.trim_db is None:
+        return y
+    return trim_silence(y, cfg.audio.sample_rate, cfg.audio.trim_db, cfg.audio.min_duration_s, str(path))[0]
 
 
 def preemphasis(y: np.ndarray, coef: float) -> np.ndarray:
@@ -284,7 +301,7 @@ def _run(utterances, table, lengths, first_row, cfg, writers: dict[str, FeatureS
         for i in needed:
             u, lo, hi = utterances[i], first_row[i], first_row[i + 1]
             segs = table[lo:hi]
-            y = load_audio(u.path, sr=sr, min_duration_s=cfg.audio.min_duration_s)
+            y = load_corpus_audio(u.path, cfg)
             y = augment_waveform(y, sr, u.augment, original_id(u.id))     # originals: unchanged
             y = prepare_waveform(y, cfg, n_samples=lengths[i])
             kinds_now = [k for k in local if todo[k][lo:hi].any()]

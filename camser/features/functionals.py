@@ -13,7 +13,6 @@ Challenge set (``is09-13/IS09_emotion.conf``, 384 functionals), which opensmile 
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +21,7 @@ import numpy as np
 from ..config import ExperimentConfig, config_hash
 from ..errors import CamserError, ConfigError
 from ..types import Utterance
-from .store import FORMAT_VERSION, FeatureStore, corpus_fingerprint
+from .store import FORMAT_VERSION, FeatureStore, audio_settings, corpus_fingerprint
 from .utterance import extract_utterance_store
 
 # configuration name → opensmile.FeatureSet member (dimensions with opensmile 2.6.0)
@@ -66,14 +65,13 @@ def make_smile(feature_set: str):
 def functionals_config(feature_set: str, cfg: ExperimentConfig) -> dict:
     """What the numbers depend on (the store hash covers it, with the corpus)."""
     return {"format_version": FORMAT_VERSION, "kind": "opensmile", "feature_set": feature_set,
-            "opensmile": _opensmile().__version__, "audio": dataclasses.asdict(cfg.audio)}
+            "opensmile": _opensmile().__version__, "audio": audio_settings(cfg)}
 
 
 def functionals_store(utterances: Sequence[Utterance], cfg: ExperimentConfig, feature_set: str,
                       cache_dir: str | Path, progress: bool = True) -> FeatureStore:
     """The (cached) functionals of every utterance: float32 ``(n_utterances, n_features)``."""
-    from ..audio import load_audio
-    from .extract import prepare_waveform
+    from .extract import load_corpus_audio, prepare_waveform
 
     utterances = list(utterances)
     config = functionals_config(check_feature_set(feature_set), cfg)
@@ -87,7 +85,7 @@ def functionals_store(utterances: Sequence[Utterance], cfg: ExperimentConfig, fe
     def compute(batch: list[Utterance]) -> np.ndarray:
         rows = []
         for u in batch:
-            y = prepare_waveform(load_audio(u.path, sr=sr, min_duration_s=cfg.audio.min_duration_s), cfg)
+            y = prepare_waveform(load_corpus_audio(u.path, cfg), cfg)
             rows.append(smile.process_signal(y, sr).to_numpy(dtype=np.float32)[0])
         return np.stack(rows)
 

@@ -45,6 +45,15 @@ RANK_DONE = "done.rank{}.npy"           # one process's done mask in a sharded e
 
 # ---------------------------------------------------------------------- naming
 
+def audio_settings(cfg: ExperimentConfig) -> dict:
+    """``cfg.audio`` as a store's hash covers it. ``trim_db`` is left out when off (the default),
+    so caches made before the field existed stay valid."""
+    audio = dataclasses.asdict(cfg.audio)
+    if audio.get("trim_db") is None:
+        audio.pop("trim_db")
+    return audio
+
+
 def kind_config(kind: str, cfg: ExperimentConfig) -> dict:
     """The settings a kind's numbers depend on (what its hash covers, with the corpus).
 
@@ -61,7 +70,7 @@ def kind_config(kind: str, cfg: ExperimentConfig) -> dict:
             section["model"] = str(local.resolve())
         section["model_files"] = _model_fingerprint(cfg.features.ssl.model)
     return {"format_version": FORMAT_VERSION, "kind": kind,
-            "audio": dataclasses.asdict(cfg.audio), "segments": dataclasses.asdict(cfg.segments),
+            "audio": audio_settings(cfg), "segments": dataclasses.asdict(cfg.segments),
             kind: section}
 
 

@@ -29,7 +29,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..audio import load_audio, resample, stream_audio, validate_waveform
+from ..audio import load_audio, resample, stream_audio, trim_silence, validate_waveform
 from ..augment import augment_waveform, augmented_length
 from ..config import ExperimentConfig
 from ..errors import AudioError, CamserError
@@ -170,7 +170,25 @@ class FeaturePipeline:
         y = validate_waveform(y, sr, name)
         y = validate_waveform(resample(y, sr, self.sample_rate), self.sample_rate, name,
                               self.cfg.audio.min_duration_s)
+        return self.recording_windows(y, name)
+
+    def recording_windows(self, y: np.ndarray, name: str) -> Iterator[Window]:
+        """Windows of a whole recording held in memory (checked mono samples at the model rate):
+        up to :attr:`whole_samples`, one window, as extraction reads a corpus file; longer, the
+        windows of :meth:`windows`."""
+        if len(y) <= self.whole_samples:
+            return iter([self._whole_window(y, name)])
         return self.windows([y], name)
+
+    def _whole_window(self, y: np.ndarray, name: str, n_samples: int | None = None) -> Window:
+        """A recording read whole, as extraction reads a corpus file: its leading and trailing
+        silence cut when ``audio.trim_db`` says so (the window's offset is then where the kept
+        audio starts). Streamed long recordings are not trimmed: silence at their ends is a
+        small part of them."""
+        if self.cfg.audio.trim_db is None:
+            return self._window(y, 0, n_samples)
+        y, start = trim_silence(y, self.sample_rate, self.cfg.audio.trim_db, self.cfg.audio.min_duration_s, name)
+        return self._window(y, start)
 
     def file_windows(self, path: str | Path) -> Iterator[Window]:
         """Windows of an audio file. Files up to :attr:`whole_samples` long are read whole,
@@ -183,5 +201,5 @@ class FeaturePipeline:
         n = resampled_length(path, self.sample_rate)
         if n <= self.whole_samples:
             y = load_audio(path, sr=self.sample_rate, min_duration_s=self.cfg.audio.min_duration_s)
-            return iter([self._window(y, 0, n_samples=n)])
+            return iter([self._whole_window(y, name, n_samples=n)])
         return self.windows(stream_audio(path, self.step_samples / self.sample_rate, self.sample_rate), name)

@@ -225,7 +225,7 @@ class EmotionRecognizer:
         if isinstance(source, (bytes, bytearray)) or hasattr(source, "read"):
             y = load_audio(bytes(source) if isinstance(source, bytearray) else source,
                            sr=self.sample_rate, name=name)
-            return self.pipeline.windows([y], name)
+            return self.pipeline.recording_windows(y, name)
         raise CamserError(f"{name}: expected a path, a numpy waveform (with sr=), audio bytes or a "
                           f"binary file object, got {type(source).__name__}")
 
