@@ -144,13 +144,16 @@ def test_cv_cli_and_two_process_ddp(workspace, tmp_path):
     logs = tmp_path / "logs"                  # each rank's stdout and stderr: <run>/attempt_0/<rank>/
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                           "--master_port=29517", "--log-dir", str(logs), "--redirects", "3",
-                          "-m", "camser.cli", "cv", config, "--out", str(tmp_path / "ddp"), *sets],
+                          "-m", "camser.cli", "cv", config, "--out", str(tmp_path / "ddp"), *sets,
+                          "--set", "train.speaker_adversarial=0.3"],      # the adversary is DDP-wrapped too
                          capture_output=True, text=True)
     rank_output = ["".join(f.read_text() for f in sorted(logs.glob(f"*/attempt_0/{rank}/std*.log")))
                    for rank in (0, 1)]
     assert ddp.returncode == 0, (ddp.stderr + rank_output[0])[-3000:]
     r = json.loads((tmp_path / "ddp/results.json").read_text())
     assert len(r["folds"]) == 1 and 0 <= r["summary"]["ua_mean"] <= 1
+    fold = json.loads(next((tmp_path / "ddp/folds").glob("*/result.json")).read_text())
+    assert all("train_speaker_acc" in h for h in fold["history"])
     assert "epoch   1" in rank_output[0] and "WA" in rank_output[0]
     assert rank_output[1] == ""                # only rank 0 prints
 

@@ -207,6 +207,34 @@ def test_a_failing_trial_is_recorded_and_two_outer_folds_give_nested_choices(cor
     assert [(t["number"], t["state"]) for t in again["trials"]] == [(t["number"], t["state"]) for t in summary["trials"]]
 
 
+def test_nested_estimate_scores_each_outer_fold_with_its_own_choice(corpus, tmp_path):
+    from camser.sweep import run_sweep
+    config = write_config(corpus, tmp_path, {"inner_folds": 2, "nested": True,
+                                             "params": {"model.hidden": [4, 32]}}, folds=(1, 2))
+    out = tmp_path / "nested"
+    lines: list[str] = []
+    summary = run_sweep(config, [], out, log=lines.append)
+    nested, per = summary["nested"], {p["outer_fold"]: p for p in summary["per_outer_fold"]}
+    assert [r["outer_fold"] for r in nested["outer_folds"]] == [1, 2]
+    for r in nested["outer_folds"]:
+        assert r["params"] == per[r["outer_fold"]]["params"]          # its own inner choice
+        results = json.loads((Path(r["run_dir"]) / "results.json").read_text())
+        assert results["config"]["model"]["hidden"] == r["params"]["model.hidden"]
+        (fold,) = results["folds"]                                     # scored on its outer test fold only
+        assert fold["test_speakers"] == per[r["outer_fold"]]["test_speakers"]
+        assert r["value"] == pytest.approx(fold["ua"])
+    assert nested["value"] == pytest.approx(sum(r["value"] for r in nested["outer_folds"]) / 2)
+    md = (out / "sweep.md").read_text()
+    assert "## Nested estimate" in md and f"{100 * nested['value']:.2f}" in md
+    assert json.loads((out / "sweep.json").read_text())["nested"]["value"] == pytest.approx(nested["value"])
+    again = run_sweep(config, [], out, log=lambda m: None)          # resumes: nothing retrained
+    assert again["nested"]["value"] == nested["value"]
+    assert "finished already" in (Path(nested["outer_folds"][0]["run_dir"]) / "run.log").read_text()
+    with pytest.raises(Exception, match="sweep.nested"):
+        run_sweep(write_config(corpus, tmp_path / "o", {"objective": "outer", "nested": True,
+                                                        "params": {"model.hidden": [4, 32]}}), [], tmp_path / "x")
+
+
 def test_outer_objective_says_the_choice_saw_the_test_folds(corpus, tmp_path):
     from camser.sweep import run_sweep
     config = write_config(corpus, tmp_path, {"objective": "outer", "params": {"model.hidden": [8, 16]}})

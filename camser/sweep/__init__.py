@@ -13,6 +13,7 @@ it), or ``--space FILE`` (the same mapping, with or without the ``sweep:`` key),
       seed: 0                        # sampler seed (worker i uses seed + i)
       startup_trials: 4              # tpe: random trials first (default min(10, max(2, n_trials // 3)))
       heartbeat_s: 60                # a worker silent for 3 × this long has died: its trial reruns
+      nested: false                  # inner: then score each outer fold with its own choice
       params:
         train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
         train.batch_size: {type: int, low: 16, high: 64, step: 16}
@@ -50,6 +51,9 @@ Objective — which speakers choose the parameters:
   speaker: scoring ``best.yaml`` on the outer folds is then not a nested estimate. The
   per-outer-fold choices in ``sweep.md`` are (each saw none of its fold's test speakers); with a
   single outer fold (``protocol.folds: [k]``, or ``holdout``) the best choice itself is.
+  ``nested: true`` then trains and scores each outer fold with its own choice
+  (``DIR/nested/outer<k>``, cv run folders that resume) and reports their mean as the nested
+  estimate (``sweep.json`` ``nested``, a section of ``sweep.md``).
 * ``outer``: the trial is the experiment's own cross-validation, scored on the outer test
   folds. The choice then saw the test folds, and every table says so.
 
@@ -135,6 +139,8 @@ def run_sweep(config, overrides: list[str], out, space=None, storage: str | None
         raise
     summary = sweep.report(study_obj)
     c = summary["counts"]
+    if sweep.spec.nested and summary["per_outer_fold"] and not c["running"] + c["waiting"]:
+        summary = sweep.report(study_obj, nested=sweep.nested_estimate(summary["per_outer_fold"]))
     if summary["best"]:
         b = summary["best"]
         sweep.log(f"best: trial {b['number']} {METRICS[sweep.spec.metric][1]} {100 * b['value']:.2f} "

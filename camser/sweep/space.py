@@ -18,7 +18,7 @@ SAMPLERS = ("grid", "tpe", "random")
 METRICS = {"ua": ("ua", "UA"), "wa": ("wa", "WA"), "f1_macro": ("f1", "macro-F1")}
 OBJECTIVES = ("inner", "outer")
 SPEC_FIELDS = ("sampler", "n_trials", "metric", "objective", "inner_folds", "seed", "startup_trials",
-               "heartbeat_s", "params")
+               "heartbeat_s", "nested", "params")
 RANGE_FIELDS = ("type", "low", "high", "log", "step", "values")
 FIXED_SECTIONS = ("corpus", "labels", "protocol")
 MAX_GRID = 10_000
@@ -96,6 +96,7 @@ class SweepSpec:
     seed: int = 0
     startup_trials: int = 0
     heartbeat_s: int = 60
+    nested: bool = False      # inner objective: score each outer fold with its own choice
 
     @property
     def grid(self) -> bool:
@@ -104,7 +105,7 @@ class SweepSpec:
     def to_dict(self) -> dict:
         return {"sampler": self.sampler, "n_trials": self.n_trials, "metric": self.metric,
                 "objective": self.objective, "inner_folds": self.inner_folds, "seed": self.seed,
-                "startup_trials": self.startup_trials, "heartbeat_s": self.heartbeat_s,
+                "startup_trials": self.startup_trials, "heartbeat_s": self.heartbeat_s, "nested": self.nested,
                 "params": {p.key: p.to_dict() for p in self.params}}
 
 
@@ -230,6 +231,12 @@ def parse_spec(raw: Any, grid_params: dict | None = None) -> SweepSpec:
                      inner_folds=_int_field(raw, "inner_folds", 3, 2),
                      seed=_int_field(raw, "seed", 0, 0),
                      heartbeat_s=_int_field(raw, "heartbeat_s", 60, 1))
+    nested = raw.get("nested", False)
+    if not isinstance(nested, bool):
+        raise ConfigError(f"sweep.nested: expected true or false, got {nested!r}")
+    if nested and spec.objective != "inner":
+        raise ConfigError("sweep.nested: needs objective inner (an outer choice saw every test fold)")
+    spec.nested = nested
     n = _int_field(raw, "n_trials", None, 1)
     if spec.grid:
         size = 1

@@ -149,7 +149,7 @@ class Sweep:
         from ..config import config_hash
         flat = {k: v for k, v in flatten(self.cfg.to_dict()).items()
                 if k != "name" and not any(k == r or k.startswith(r + ".") for r in RESUMABLE)}
-        spec = {k: v for k, v in self.spec.to_dict().items() if k != "n_trials"}
+        spec = {k: v for k, v in self.spec.to_dict().items() if k not in ("n_trials", "nested")}
         return config_hash(flat, spec)
 
     def _storage(self):
@@ -351,9 +351,32 @@ class Sweep:
                            "on that fold is a clean estimate.")
         return text + ("Pooled over the outer folds, whose training speakers together include every outer test "
                        "speaker: scoring best.yaml on the outer folds is not a nested estimate. The choices per "
-                       "outer fold below are (each saw none of its fold's test speakers).")
+                       "outer fold below are (each saw none of its fold's test speakers)"
+                       + ("; the nested estimate scores each outer fold with its own." if self.spec.nested else "."))
 
-    def report(self, study) -> dict:
+    def nested_estimate(self, per_outer: list[dict]) -> dict:
+        """``sweep.nested``: each outer fold trained and scored with the choice made on its own
+        inner folds (``DIR/nested/outer<k>``, ordinary cv run folders that resume); the mean over
+        them is a nested estimate: no choice saw the test speakers it is scored on."""
+        from ..training.cv import run_cv
+        key, name = METRICS[self.spec.metric]
+        rows = []
+        for p in per_outer:
+            data = with_params(self.cfg, p["params"])
+            data["protocol"]["folds"] = [p["outer_fold"]]
+            run_dir = self.out / "nested" / f"outer{p['outer_fold']}"
+            self.log(f"nested: outer fold {p['outer_fold']} with trial {p['trial']}'s choice → {run_dir}")
+            results = run_cv(load_config(None, data=data), run_dir, log=lambda m: None, progress=False)
+            scores = [float(f[self.spec.metric]) for f in results["folds"]]
+            rows.append({"outer_fold": p["outer_fold"], "trial": p["trial"], "params": p["params"],
+                         "value": sum(scores) / len(scores), "n_seeds": len(scores), "run_dir": str(run_dir.resolve())})
+        values = [r["value"] for r in rows]
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        self.log(f"nested estimate: {name} {100 * mean:.2f} ± {100 * std:.2f} over {len(rows)} outer folds")
+        return {"metric": self.spec.metric, "value": mean, "std": std, "outer_folds": rows}
+
+    def report(self, study, nested: dict | None = None) -> dict:
         from ..reports.results import write_json
         records = self.trial_records(study)
         complete = [r for r in records if r["state"] == "complete"]
@@ -376,7 +399,7 @@ class Sweep:
             "n_trials": self.spec.n_trials, "space": self.spec.to_dict()["params"],
             "counts": {s: sum(r["state"] == s for r in records) for s in ("complete", "failed", "running", "waiting", "rerun")},
             "best": best and {k: best[k] for k in ("number", "params", "value", "summary", "run_dir")},
-            "per_outer_fold": per_outer, "trials": records, "figures": figures,
+            "per_outer_fold": per_outer, "nested": nested, "trials": records, "figures": figures,
         }
         write_json(self.out / "sweep.json", out)
         if best:
@@ -425,6 +448,18 @@ class Sweep:
             for p in per_outer:
                 lines.append(f"| {p['outer_fold']} | {', '.join(p['test_speakers'])} | {p['trial']} | "
                              + " | ".join(format_value(p["params"].get(k, "")) for k in keys) + f" | {100 * p['value']:.2f} |")
+        nested = summary.get("nested")
+        if nested:
+            lines += ["", "## Nested estimate", "",
+                      f"Each outer fold trained and scored with its own choice above (`nested/outer<k>`): none saw "
+                      f"the test speakers it is scored on. {metric_name} {100 * nested['value']:.2f} ± "
+                      f"{100 * nested['std']:.2f} (mean ± std over {len(nested['outer_folds'])} outer folds).", "",
+                      "| outer fold | trial | " + " | ".join(keys) + f" | outer {metric_name} | run folder |",
+                      "|---:|---:|" + "---|" * len(keys) + "---:|---|"]
+            for r in nested["outer_folds"]:
+                lines.append(f"| {r['outer_fold']} | {r['trial']} | "
+                             + " | ".join(format_value(r["params"].get(k, "")) for k in keys)
+                             + f" | {100 * r['value']:.2f} | {self._rel(r['run_dir'])} |")
         failed = [r for r in records if r["state"] in ("failed", "rerun")]
         if failed:
             lines += ["", "## Failed and rerun trials", "", "| trial | " + " | ".join(keys) + " | error | run folder |",

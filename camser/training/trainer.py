@@ -336,6 +336,9 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
     adversary, example_speakers = None, None
     if cfg.speaker_adversarial > 0:
         adversary, example_speakers = _speaker_adversary(core, stores, examples, speakers, cfg, device)
+        if world_size > 1:      # one adversary for all ranks: its gradients are averaged like the model's
+            adversary = torch.nn.parallel.DistributedDataParallel(adversary)
+    adversary_core = getattr(adversary, "module", adversary)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = make_optimizer(params + (list(adversary.parameters()) if adversary is not None else []), cfg)
     gen = torch.Generator().manual_seed(seed)
@@ -359,7 +362,7 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
         if ema is not None:
             ema.load_state_dict(ck["ema"])
         if adversary is not None:
-            adversary.load_state_dict(ck["adversary"])
+            adversary_core.load_state_dict(ck["adversary"])
         state = {k: ck[k] for k in ("epoch", "best_score", "best_epoch", "bad_epochs", "history", "best_state")}
         log(f"resumed from {checkpoint} after epoch {state['epoch']}")
 
@@ -415,6 +418,6 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
                           "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
                           "torch_rng": torch.get_rng_state(),
                           **({"ema": ema.state_dict()} if ema is not None else {}),
-                          **({"adversary": adversary.state_dict()} if adversary is not None else {})}, checkpoint)
+                          **({"adversary": adversary_core.state_dict()} if adversary is not None else {})}, checkpoint)
     core.load_state_dict(state["best_state"])
     return FitResult(state["best_state"], state["best_epoch"], state["epoch"], state["history"])
