@@ -359,7 +359,7 @@ class Sweep:
         inner folds (``DIR/nested/outer<k>``, ordinary cv run folders that resume); the mean over
         them is a nested estimate: no choice saw the test speakers it is scored on."""
         from ..training.cv import run_cv
-        key, name = METRICS[self.spec.metric]
+        name = METRICS[self.spec.metric][1]
         rows = []
         for p in per_outer:
             data = with_params(self.cfg, p["params"])
