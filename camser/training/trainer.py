@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -271,19 +271,27 @@ class SpeakerAdversary(torch.nn.Module):
         return F.cross_entropy(logits, speakers), (logits.argmax(1) == speakers).sum()
 
 
+class Step(NamedTuple):
+    """What one :func:`train_step` did: the batch's loss (the adversary's not counted) and how many
+    of its examples the speaker adversary named the speaker of (0 without one)."""
+    loss: torch.Tensor
+    speakers_named: int = 0
+
+
 def train_step(model, batch: dict, target: torch.Tensor, optim: torch.optim.Optimizer, cfg: TrainConfig,
                device: torch.device, on_phase: Callable[[str], None] | None = None,
-               adversary: SpeakerAdversary | None = None, speakers: torch.Tensor | None = None) -> torch.Tensor:
+               adversary: SpeakerAdversary | None = None, speakers: torch.Tensor | None = None) -> Step:
     """One optimiser step on ``batch`` (the body of :func:`fit`'s loop): frame masking, mixup,
     autocast on CUDA, the model's ``training_loss`` (+ the ``adversary``'s speaker loss on
     the fused vectors, ``speakers`` the examples' speaker indices), gradient clipping.
     ``model`` may be wrapped in DDP. ``on_phase("forward" | "backward")`` is called as each
-    part ends (the benchmark times them). Returns the loss (the adversary's not counted)."""
+    part ends (the benchmark times them)."""
     core = getattr(model, "module", model)          # the model inside DDP
     if cfg.frame_mask > 0:
         batch = mask_frames(batch, cfg.frame_mask)
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     target = target.to(device)
+    named = 0
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
         if cfg.mixup > 0:
             batch, y_a, y_b, lam = mixup(batch, target, cfg.mixup)
@@ -293,7 +301,7 @@ def train_step(model, batch: dict, target: torch.Tensor, optim: torch.optim.Opti
         elif adversary is not None:
             logits, emb = model(batch, return_embeddings=True)
             loss = core.training_loss(logits.float(), target, cfg.label_smoothing)
-            speaker_loss, adversary.correct = adversary(emb["fused"], speakers.to(device))
+            speaker_loss, named = adversary(emb["fused"], speakers.to(device))
         else:
             loss = core.training_loss(model(batch).float(), target, cfg.label_smoothing)
     if on_phase is not None:
@@ -307,7 +315,7 @@ def train_step(model, batch: dict, target: torch.Tensor, optim: torch.optim.Opti
                                        + (list(adversary.parameters()) if adversary is not None else []),
                                        cfg.grad_clip)
     optim.step()
-    return loss
+    return Step(loss, int(named))
 
 
 def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cfg: TrainConfig,
@@ -377,9 +385,10 @@ def fit(model, stores, train: SegmentSet, val: SegmentSet, labels: list[str], cf
             for idx in with_prefetch(iterate_batches(examples.n_examples, cfg.batch_size, gen, rank, world_size),
                                      stores, examples.segment_view):
                 batch, target, _ = examples(stores, idx)
-                loss = train_step(model, batch, torch.from_numpy(target), optim, cfg, device, adversary=adversary,
-                                  speakers=None if adversary is None else torch.from_numpy(example_speakers[idx]))
-                named += 0 if adversary is None else int(adversary.correct)
+                loss, step_named = train_step(
+                    model, batch, torch.from_numpy(target), optim, cfg, device, adversary=adversary,
+                    speakers=None if adversary is None else torch.from_numpy(example_speakers[idx]))
+                named += step_named
                 scheduler.step()
                 if ema is not None:
                     ema.update_parameters(core)
