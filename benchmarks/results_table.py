@@ -55,10 +55,13 @@ def has_originals_only(run: Path) -> bool:
     return all("originals_only" in f for f in load(run)["folds"])
 
 
-def paired_change(run: Path, reference: Path, originals_only: bool = False) -> tuple[float, float, int] | None:
+def paired_change(run: Path, reference: Path, originals_only: bool = False,
+                  reference_originals: bool = False) -> tuple[float, float, int] | None:
     """UA of ``run`` − UA of ``reference`` on the (fold, seed) entries both have: the mean over
-    seeds of the per-seed mean difference, its std over seeds, and the number of entries."""
-    ref = {(f["fold"], f["seed"]): f["ua"] for f in load(reference)["folds"]}
+    seeds of the per-seed mean difference, its std over seeds, and the number of entries.
+    ``reference_originals``: the reference scored on the originals only (when it can be)."""
+    ref_view = reference_originals and has_originals_only(reference)
+    ref = {(f["fold"], f["seed"]): f["ua"] for f in load(reference, ref_view)["folds"]}
     by_seed: dict = {}
     for f in load(run, originals_only)["folds"]:
         if (f["fold"], f["seed"]) in ref:
@@ -79,6 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--levers", action="store_true", help="name rows by their folder (lever runs)")
     p.add_argument("--reference", type=Path, help="a run to pair every row with: UA change on the "
                    "same (fold, seed) entries, mean ± std over seeds")
+    p.add_argument("--pair-originals", action="store_true", help="pair a row's originals-only view with "
+                   "the reference's originals-only view (default: with the reference as scored)")
     a = p.parse_args(argv)
     runs = [r for r in a.runs if (r / "results.json").is_file()]
     # (run folder, its originals-only view?) for every row
@@ -92,7 +97,7 @@ def main(argv=None) -> int:
         wall = "–" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
         change = ""
         if a.reference:
-            d = paired_change(path, a.reference, plain)
+            d = paired_change(path, a.reference, plain, reference_originals=plain and a.pair_originals)
             change = " – |" if d is None else f" {100 * d[0]:+.1f} ± {100 * d[1]:.1f} ({d[2]}) |"
         print(f"| `{name}` | {r['normalize']} | {pm(r['ua'])} | {pm(r['wa'])} | {pm(r['f1'])} | "
               f"{pm(r['seed_ua'])} ({len(r['seeds'])} seed{'s' * (len(r['seeds']) > 1)}) | {r['n']} | {wall} |"

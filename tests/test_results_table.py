@@ -43,3 +43,18 @@ def test_a_test_time_run_gets_its_originals_only_row_and_pairs_each_view(tmp_pat
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
     assert [line.split("`")[1] for line in lines] == ["ref", "tta", "tta (originals only)"]
     assert "+1.0 ± 1.0 (4)" in lines[2] and "+2.0 ± 0.0 (4)" in lines[1]
+
+
+def test_pair_originals_pairs_originals_only_views_with_each_other(tmp_path, capsys):
+    keys = [(1, 111), (1, 222)]
+    ref = _run(tmp_path / "ref", dict(zip(keys, [0.80, 0.80])), dict(zip(keys, [0.76, 0.74])))
+    run = _run(tmp_path / "run", dict(zip(keys, [0.81, 0.79])), dict(zip(keys, [0.77, 0.77])))
+    # originals-only of the run against the reference's originals-only: +0.01 and +0.03
+    mean, std, _ = results_table.paired_change(run, ref, originals_only=True, reference_originals=True)
+    assert (mean, std) == (pytest.approx(0.02), pytest.approx(0.01))
+    # a reference without an originals-only view is paired as scored
+    plain = _run(tmp_path / "plain", dict(zip(keys, [0.75, 0.75])))
+    assert results_table.paired_change(run, plain, True, reference_originals=True)[0] == pytest.approx(0.02)
+    results_table.main(["--levers", str(run), "--reference", str(ref), "--pair-originals"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert "+0.0 ± 1.0 (2)" in lines[0] and "+2.0 ± 1.0 (2)" in lines[1]
