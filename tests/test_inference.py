@@ -147,6 +147,7 @@ def test_test_time_copies_are_scored_as_cross_validation_scores_them(trained, un
     tta = EmotionRecognizer(r.model, r.labels, cfg, device="cpu", batch_size=3)
     plain = EmotionRecognizer(r.model, r.labels, load_config(None, [f"train.unit={unit}"], data=r.cfg.to_dict()),
                               device="cpu", batch_size=3)
+    assert tta.test_time_copies == ["speed0.9", "speed1.1"] and plain.test_time_copies == []
     data = prepare_data(cfg, data_inputs(cfg), progress=False)
     some = data.utterances[:5]
     segs = segment_set(data.stores, [u.id for u in some], data.label_index())

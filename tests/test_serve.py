@@ -220,6 +220,7 @@ def test_model_description(server, tiny_model_folder):
     assert body["configuration"]["segments"]["length_s"] == 3.0 and "features" in body["configuration"]
     assert body["sample_rate"] == 16000 and body["segment_s"] == 3.0 and body["max_upload_bytes"] == LIMIT
     assert body["max_audio_s"] == 600 and body["request_timeout_s"] == 120
+    assert body["test_time_copies"] == []
 
 
 def test_openapi_schema_has_the_response_models(server):

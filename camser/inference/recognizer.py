@@ -157,6 +157,12 @@ class EmotionRecognizer:
         """The rate (Hz) the model's features are computed at; other rates are resampled."""
         return self.pipeline.sample_rate
 
+    @property
+    def test_time_copies(self) -> list[str]:
+        """The copies of each recording's audio it is also scored on (``features.augment.test_time``;
+        e.g. ``["speed0.9", "speed1.1"]``): each costs another pass of feature extraction."""
+        return list(self.pipeline.view_specs)
+
     # ------------------------------------------------------------------ prediction
 
     def predict(self, inputs, sr: int | None = None):

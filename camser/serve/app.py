@@ -110,6 +110,9 @@ class ModelOut(BaseModel):
     normalization: Optional[dict] = Field(None, description="features.normalize: the mode, and whose "
                                                             "statistics standardise the inputs (the "
                                                             "training speakers', or serve --adapt-from's)")
+    test_time_copies: list[str] = Field(description="copies of each recording's audio it is also scored on, "
+                                        "their probabilities averaged (features.augment.test_time): each "
+                                        "costs another pass of feature extraction")
     max_upload_bytes: int
     max_audio_s: float = Field(description="the longest accepted recording (seconds, from its header)")
     request_timeout_s: float = Field(description="time limit of a request, from its arrival to its answer")
@@ -353,7 +356,7 @@ def _model_info(recognizer, backend_name: str, version: str) -> dict:
         "encoder": meta.get("encoder"),
         "configuration": {"model": dict(cfg.model), **feature_section(cfg)},
         "version": version, "model_versions": meta.get("versions") or {}, "created": meta.get("created"),
-        "training": meta.get("training"),
+        "training": meta.get("training"), "test_time_copies": recognizer.test_time_copies,
         # features.normalize: whose statistics standardise the inputs (serve --adapt-from)
         "normalization": None if recognizer.normalization is None else {
             "mode": meta.get("normalize"), "statistics": recognizer.normalization.source},
