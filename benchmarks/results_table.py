@@ -7,6 +7,7 @@ the worst test speakers of each run.
     python benchmarks/results_table.py --levers runs/levers/*      # one row per lever run
     python benchmarks/results_table.py --levers runs/levers/* --reference runs/ravdess_camser_plus
                                          # + each lever's UA change on the same fold × seed entries
+    python benchmarks/results_table.py --val-curve runs/levers/trim   # validation UA per epoch
 
 A run scored with test-time augmentation (``features.augment.test_time``) gets a second row,
 ``… (originals only)``: the same models scored on the original audio alone.
@@ -72,6 +73,15 @@ def paired_change(run: Path, reference: Path, originals_only: bool = False,
     return float(np.mean(means)), float(np.std(means)), sum(len(v) for v in by_seed.values())
 
 
+def validation_curve(run: Path) -> list[float]:
+    """Validation UA after each epoch, averaged over the run's fold × seed entries (the
+    ``history`` of every ``folds/*/result.json``; epochs that some entries lack are left out)."""
+    curves = [[h["val_ua"] for h in json.loads(f.read_text())["history"] if "val_ua" in h]
+              for f in sorted((run / "folds").glob("*/result.json"))]
+    n = min((len(c) for c in curves), default=0)
+    return [float(np.mean([c[e] for c in curves])) for e in range(n)]
+
+
 def pm(pair) -> str:
     return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
 
@@ -82,10 +92,16 @@ def main(argv=None) -> int:
     p.add_argument("--levers", action="store_true", help="name rows by their folder (lever runs)")
     p.add_argument("--reference", type=Path, help="a run to pair every row with: UA change on the "
                    "same (fold, seed) entries, mean ± std over seeds")
+    p.add_argument("--val-curve", action="store_true", help="print each run's validation UA per epoch "
+                   "(mean over its fold × seed entries) instead of the tables")
     p.add_argument("--pair-originals", action="store_true", help="pair a row's originals-only view with "
                    "the reference's originals-only view (default: with the reference as scored)")
     a = p.parse_args(argv)
     runs = [r for r in a.runs if (r / "results.json").is_file()]
+    if a.val_curve:
+        for path in runs:
+            print(f"{path.name}: validation UA % per epoch " + ", ".join(f"{100 * v:.1f}" for v in validation_curve(path)))
+        return 0
     # (run folder, its originals-only view?) for every row
     views = [(r, plain) for r in runs for plain in ((False, True) if has_originals_only(r) else (False,))]
     rows = [row(r, plain) for r, plain in views]

@@ -58,3 +58,14 @@ def test_pair_originals_pairs_originals_only_views_with_each_other(tmp_path, cap
     results_table.main(["--levers", str(run), "--reference", str(ref), "--pair-originals"])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
     assert "+0.0 ± 1.0 (2)" in lines[0] and "+2.0 ± 1.0 (2)" in lines[1]
+
+
+def test_validation_curve_averages_each_epoch_over_the_entries(tmp_path, capsys):
+    run = _run(tmp_path / "run", {(1, 111): 0.8, (2, 111): 0.8})
+    for name, uas in (("fold01_seed111", [0.5, 0.7, 0.8]), ("fold02_seed111", [0.6, 0.9])):
+        (run / "folds" / name).mkdir(parents=True)
+        history = [{"epoch": e + 1, "val_ua": u} for e, u in enumerate(uas)]
+        (run / "folds" / name / "result.json").write_text(json.dumps({"history": history}))
+    assert results_table.validation_curve(run) == pytest.approx([0.55, 0.8])   # epochs both entries have
+    results_table.main(["--val-curve", str(run)])
+    assert capsys.readouterr().out.strip() == "run: validation UA % per epoch 55.0, 80.0"
