@@ -197,6 +197,16 @@ def test_ablation_rows_share_folds_and_write_one_table(workspace, tmp_path):
     config = str(Path(__file__).parents[1] / "camser/configs/demo.yaml")
     overrides = [f"corpus.prepared={root / 'prepared'}", f"features.ssl.model={encoder}", "train.max_epochs=1",
                  "train.min_epochs=1", "protocol.folds=[1]", "output.tsne=false", "train.num_threads=1"]
+    def stop_at_second_row(message):
+        if message == "== ablation row: mfcc+spec+w2e+coatt":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):        # stopped after the first row: its table is written
+        run_ablation(config, overrides, tmp_path / "abl", rows=["mfcc", "mfcc+spec+w2e+coatt"],
+                     log=stop_at_second_row)
+    partial = (tmp_path / "abl/ablation.md").read_text()
+    assert partial.startswith("*1 of 2 rows so far") and "| mfcc |" in partial
+    assert [r["name"] for r in json.loads((tmp_path / "abl/ablation.json").read_text())] == ["mfcc"]
     markdown, table = run_ablation(config, overrides, tmp_path / "abl", rows=["mfcc", "mfcc+spec+w2e+coatt"],
                                    log=lambda m: None)
     assert [row["name"] for row in table] == ["mfcc", "mfcc+spec+w2e+coatt"]

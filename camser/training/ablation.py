@@ -21,17 +21,18 @@ def run_ablation(config_path, overrides: list[str], out_dir, rows: list[str] | N
     unknown = [r for r in names if r not in ABLATIONS]
     if unknown:
         raise ConfigError(f"--rows: unknown row '{unknown[0]}' (rows: {', '.join(ABLATIONS)})")
-    table_rows = []
+    table_rows, markdown, table = [], "", []
     for name in names:
         log(f"== ablation row: {name}")
         cfg = load_config(config_path, overrides, data={"model": dict(ABLATIONS[name])})
         results = run_cv(cfg, out / name, log=log, progress=progress)
-        if results:
+        if results:             # rank 0: the table of the rows so far, so a stopped run leaves one
             table_rows.append((name, results, str(out / name)))
             log(system_line(name, cfg.model["name"], results, out / name))
-    if not table_rows:          # not rank 0 under torchrun
-        return "", []
-    markdown, table = comparison_table(table_rows)
-    (out / "ablation.md").write_text(markdown)
-    write_json(out / "ablation.json", table)
+            markdown, table = comparison_table(table_rows)
+            if len(table_rows) < len(names):
+                markdown = (f"*{len(table_rows)} of {len(names)} rows so far: the same command "
+                            "resumes the others.*\n\n" + markdown)
+            (out / "ablation.md").write_text(markdown)
+            write_json(out / "ablation.json", table)
     return markdown, table
