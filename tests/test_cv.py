@@ -197,6 +197,7 @@ def test_ablation_rows_share_folds_and_write_one_table(workspace, tmp_path):
     config = str(Path(__file__).parents[1] / "camser/configs/demo.yaml")
     overrides = [f"corpus.prepared={root / 'prepared'}", f"features.ssl.model={encoder}", "train.max_epochs=1",
                  "train.min_epochs=1", "protocol.folds=[1]", "output.tsne=false", "train.num_threads=1"]
+
     def stop_at_second_row(message):
         if message == "== ablation row: mfcc+spec+w2e+coatt":
             raise KeyboardInterrupt
