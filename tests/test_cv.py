@@ -104,6 +104,12 @@ def test_same_seed_same_numbers_and_resume_after_kill(workspace, tmp_path):
     respelled = load_config(None, [f"corpus.prepared={prepared.parent / 'elsewhere' / '..' / prepared.name}"],
                             data=cfg.to_dict())
     assert fold_numbers(run_cv(respelled, tmp_path / "c", log=lambda m: None, progress=False)) == fold_numbers(reference)
+    # so is the model spelled another way (a default written out, the preset's own value repeated:
+    # an ablation row that is the base configuration reuses its folds); a real change is refused
+    model_respelled = load_config(None, ["model.use_ssl=true", "model.lstm_hidden=64"], data=cfg.to_dict())
+    assert fold_numbers(run_cv(model_respelled, tmp_path / "c", log=lambda m: None, progress=False)) == fold_numbers(reference)
+    with pytest.raises(ConfigError, match=r"model\.lstm_hidden \(64 → 32\)"):
+        run_cv(load_config(None, ["model.lstm_hidden=32"], data=cfg.to_dict()), tmp_path / "c", log=lambda m: None)
 
 
 def test_paper_validation_is_flagged_optimistic(workspace, tmp_path):

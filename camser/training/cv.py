@@ -10,6 +10,7 @@ import csv
 import json
 import shutil
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from ..config import ExperimentConfig, load_config
-from ..models import build_model, model_kind, required_inputs
+from ..models import build_model, model_kind, model_record, required_inputs
 from ..reports.results import build_results, versions, write_json
 from ..errors import CamserError, ConfigError
 from ..fileio import atomic_write
@@ -388,9 +389,20 @@ RESUMABLE_CHANGES = ("name", "features.cache_dir", "train.num_threads", "train.d
 
 
 def _comparable(cfg: ExperimentConfig) -> dict:
-    """The flattened configuration, the corpus folder as the files it names (spelled another
-    way, it is the same folder)."""
-    return flatten({**cfg.to_dict(), "corpus": cfg.corpus.resolved()})
+    """The flattened configuration, the corpus folder as the files it names and the model as
+    the model sees it (spelled another way — a default written out, a preset's value repeated,
+    an ablation row named or spelled as its switches — it is the same experiment)."""
+    return flatten({**cfg.to_dict(), "corpus": cfg.corpus.resolved(), "model": _resolved_model(cfg.model)})
+
+
+def _resolved_model(section: dict) -> dict:
+    try:
+        resolved = model_record(section).checked_config(dict(section))
+    except ConfigError:                # judged on the section as written
+        return dict(section)
+    if not dataclasses.is_dataclass(resolved):
+        return dict(section)
+    return {"name": section.get("name"), **dataclasses.asdict(resolved)}
 
 
 def check_same_experiment(cfg: ExperimentConfig, out: Path) -> None:
