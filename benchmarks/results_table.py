@@ -8,6 +8,8 @@ the worst test speakers of each run.
     python benchmarks/results_table.py --levers runs/levers/* --reference runs/ravdess_camser_plus
                                          # + each lever's UA change on the same fold × seed entries
     python benchmarks/results_table.py --val-curve runs/levers/trim   # validation UA per epoch
+    python benchmarks/results_table.py --ablation runs/ablation_trim runs/ablation_trim_speaker
+                                         # the paper's Table 2 rows, one column group per ablation folder
 
 A run scored with test-time augmentation (``features.augment.test_time``) gets a second row,
 ``… (originals only)``: the same models scored on the original audio alone.
@@ -82,6 +84,34 @@ def validation_curve(run: Path) -> list[float]:
     return [float(np.mean([c[e] for c in curves])) for e in range(n)]
 
 
+def ablation_table(folders: list[Path]) -> list[str]:
+    """The paper's Table 2 rows (``ABLATIONS``, in its order) against one column group per
+    ``camser ablation`` folder: UA and WA (mean ± std over fold × seed entries) and the row's UA
+    change against the full model (the last row) on the same entries, mean ± std over seeds.
+    A row not run (yet) reads "–"."""
+    from camser.models.camser import ABLATIONS
+
+    names = list(ABLATIONS)
+    full = names[-1]
+    done = {(folder, name) for folder in folders for name in names if (folder / name / "results.json").is_file()}
+    head = "| row |"
+    for folder in folders:
+        modes = {row(folder / name)["normalize"] for name in names if (folder, name) in done}
+        head += f" {folder.name} ({', '.join(sorted(modes)) or '–'}): UA % | WA % | UA vs `{full}` |"
+    lines = [head, "|---|" + "---|---|---|" * len(folders)]
+    for name in names:
+        cells = []
+        for folder in folders:
+            if (folder, name) not in done:
+                cells += ["–"] * 3
+                continue
+            r = row(folder / name)
+            d = paired_change(folder / name, folder / full) if name != full and (folder, full) in done else None
+            cells += [pm(r["ua"]), pm(r["wa"]), "–" if d is None else f"{100 * d[0]:+.1f} ± {100 * d[1]:.1f}"]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return lines
+
+
 def pm(pair) -> str:
     return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
 
@@ -96,11 +126,18 @@ def main(argv=None) -> int:
                    "(mean over its fold × seed entries) instead of the tables")
     p.add_argument("--pair-originals", action="store_true", help="pair a row's originals-only view with "
                    "the reference's originals-only view (default: with the reference as scored)")
+    p.add_argument("--ablation", action="store_true", help="the runs are `camser ablation` folders: "
+                   "one table of the paper's rows, a column group per folder")
     a = p.parse_args(argv)
+    if a.ablation:
+        print("\n".join(ablation_table(a.runs)))
+        return 0
     runs = [r for r in a.runs if (r / "results.json").is_file()]
     if a.val_curve:
         for path in runs:
-            print(f"{path.name}: validation UA % per epoch " + ", ".join(f"{100 * v:.1f}" for v in validation_curve(path)))
+            curve = validation_curve(path)
+            print(f"{path.name}: " + ("validation UA % per epoch " + ", ".join(f"{100 * v:.1f}" for v in curve)
+                                      if curve else "no validation UA recorded (protocol.validation: none?)"))
         return 0
     # (run folder, its originals-only view?) for every row
     views = [(r, plain) for r in runs for plain in ((False, True) if has_originals_only(r) else (False,))]

@@ -69,3 +69,33 @@ def test_validation_curve_averages_each_epoch_over_the_entries(tmp_path, capsys)
     assert results_table.validation_curve(run) == pytest.approx([0.55, 0.8])   # epochs both entries have
     results_table.main(["--val-curve", str(run)])
     assert capsys.readouterr().out.strip() == "run: validation UA % per epoch 55.0, 80.0"
+
+
+def test_a_run_without_validation_says_so_instead_of_an_empty_curve(tmp_path, capsys):
+    run = _run(tmp_path / "noval", {(1, 111): 0.8})
+    (run / "folds" / "fold01_seed111").mkdir(parents=True)
+    (run / "folds" / "fold01_seed111" / "result.json").write_text(json.dumps({"history": [{"epoch": 1}]}))
+    results_table.main(["--val-curve", str(run)])
+    assert capsys.readouterr().out.strip() == "noval: no validation UA recorded (protocol.validation: none?)"
+
+
+def test_ablation_table_pairs_every_row_with_the_full_model_per_folder(tmp_path, capsys):
+    from camser.models.camser import ABLATIONS
+    keys = [(1, 111), (1, 222)]
+    strict, speaker = tmp_path / "strict", tmp_path / "speaker"
+    strict.mkdir(), speaker.mkdir()
+    _run(strict / "mfcc+spec+w2e+coatt", dict(zip(keys, [0.80, 0.78])))
+    _run(strict / "w2e", dict(zip(keys, [0.78, 0.78])))            # −0.02, 0.0 → −1.0 ± 1.0
+    for name, ua in (("mfcc+spec+w2e+coatt", 0.86), ("mfcc", 0.40)):
+        run = _run(speaker / name, dict(zip(keys, [ua, ua])))
+        r = json.loads((run / "results.json").read_text())
+        (run / "results.json").write_text(json.dumps({**r, "normalize": {"mode": "speaker"}}))
+    results_table.main(["--ablation", str(strict), str(speaker)])
+    out = capsys.readouterr().out.splitlines()
+    assert "strict (none): UA %" in out[0] and "speaker (speaker): UA %" in out[0]
+    rows = {line.split("`")[1]: [c.strip() for c in line.split("|")[2:-1]] for line in out[2:]}
+    assert list(rows) == list(ABLATIONS)                      # every row of the paper, in its order
+    assert rows["w2e"] == ["78.0 ± 0.0", "78.0 ± 0.0", "-1.0 ± 1.0", "–", "–", "–"]
+    assert rows["mfcc"] == ["–", "–", "–", "40.0 ± 0.0", "40.0 ± 0.0", "-46.0 ± 0.0"]
+    assert rows["mfcc+spec+w2e+coatt"] == ["79.0 ± 1.0", "79.0 ± 1.0", "–", "86.0 ± 0.0", "86.0 ± 0.0", "–"]
+    assert rows["spec"] == ["–"] * 6
