@@ -36,8 +36,9 @@ def _load_experiment(path, overrides, data=None):
     torch is imported."""
     from .config import load_config
     cfg = load_config(path, overrides, data=data)
-    from .models import check_model_section
+    from .models import check_model_section, check_vote
     check_model_section(cfg.model)
+    check_vote(cfg.model, cfg.vote.model)
     return cfg
 
 
@@ -108,6 +109,8 @@ def _print_summary(results: dict, out) -> None:
     norm = results.get("normalize") or {}
     if norm:
         print(f"normalisation: {norm.get('description', norm.get('mode'))}")
+    for name, v in (s.get("voters") or {}).items():
+        print(f"vote: {name} alone UA {100 * v['ua_mean']:.2f} ± {100 * v['ua_std']:.2f}")
     print(f"results: {Path(out) / 'results.json'}  report: {Path(out) / 'report.html'}")
 
 

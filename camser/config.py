@@ -298,6 +298,16 @@ class OutputConfig:
 
 
 @dataclass
+class VoteConfig:
+    # soft voting, as scikit-learn's VotingClassifier: a second model, fitted on utterance vectors
+    # of the same training speakers (e.g. {name: linear, ...}), and the network average their
+    # class probabilities; {} → the network alone. Scored by cross-validation (camser cv,
+    # compare, ablation, sweep); `camser train` saves networks only
+    model: dict[str, Any] = field(default_factory=dict)
+    weight: float = checked(0.5, gt=0, lt=1)     # the second model's share of the average
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
@@ -306,6 +316,7 @@ class ExperimentConfig:
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: dict[str, Any] = field(default_factory=lambda: {"name": "camser"})
+    vote: VoteConfig = field(default_factory=VoteConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -491,7 +502,8 @@ def _check_relations(cfg: ExperimentConfig) -> None:
              "holds out none; use train.keep: last (the epoch count fixed beforehand)"),
             ("features.augment.test_time", not cfg.features.augment.test_time or cfg.features.augment.specs,
              "true needs copies to score (features.augment.speeds or noise_snr_db)"),
-            ("model.name", "name" in cfg.model, "missing (e.g. camser)")):
+            ("model.name", "name" in cfg.model, "missing (e.g. camser)"),
+            ("vote.model.name", not cfg.vote.model or "name" in cfg.vote.model, "missing (e.g. linear)")):
         if not ok:
             raise ConfigError(f"{where}: {why}")
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 from . import baselines, camser, classic, ensemble, multimodal  # noqa: F401
 from .base import SegmentModel, UtteranceModel
 from .camser import ABLATIONS, CAMSER, PRESETS, CAMSERConfig, config_from_section
-from .registry import (REGISTRY, ModelRecord, build_model, check_model_section, load_pretrained, model_kind, model_record,
-                       prepare_utterance_inputs, register_model, required_inputs, saveable_models)
+from .registry import (REGISTRY, ModelRecord, build_model, check_model_section, check_vote, load_pretrained,
+                       model_kind, model_record, prepare_utterance_inputs, register_model, required_inputs,
+                       saveable_models)
 
 __all__ = ["ABLATIONS", "CAMSER", "CAMSERConfig", "PRESETS", "REGISTRY", "ModelRecord", "SegmentModel",
-           "UtteranceModel", "build_model", "check_model_section", "config_from_section", "load_pretrained", "model_kind",
+           "UtteranceModel", "build_model", "check_model_section", "check_vote", "config_from_section",
+           "load_pretrained", "model_kind",
            "model_record", "prepare_utterance_inputs", "register_model", "required_inputs", "saveable_models"]

@@ -143,12 +143,15 @@ class UtteranceModel:
     * ``predict_proba(X)`` → ``(n, n_classes)``; the prediction is its argmax.
 
     ``fits_validation_speakers``: it also fits on the fold's validation speakers (because it
-    chooses nothing on them); ``chosen``: what it chose on inner folds, recorded per fold.
+    chooses nothing on them); ``chosen``: what it chose on inner folds, recorded per fold;
+    ``seeded``: its fit depends on the seed (False: every seed fits the same model, so a vote
+    fits it once per fold).
     """
 
     n_classes: int
     fits_validation_speakers: bool = False
     chosen: dict | None = None
+    seeded: bool = True
 
     def utterance_matrix(self, data, sample_rate: int) -> np.ndarray:
         raise NotImplementedError

@@ -80,14 +80,17 @@ def utterance_means(data, kinds: list[str], sample_rate: int, std: bool = False,
     from ..segments import valid_fractions
 
     index_of = {u.id: i for i, u in enumerate(data.utterances)}
+    # the stores' rows may also hold augmented copies (a network beside this model trains on
+    # them, see `vote`): they belong to no utterance here and are skipped
+    every = getattr(data, "every_utterance", data.utterances)
     blocks = []
     for kind in kinds:
         store = data.stores[kind]
         shape = store.array.shape
         n_frames = shape[-2]
         width = int(np.prod(shape[1:])) // n_frames
-        valid = valid_fractions(store.index, data.utterances, sample_rate)
-        owner = np.array([index_of[s.utterance_id] for s in store.index], dtype=np.int64)
+        valid = valid_fractions(store.index, every, sample_rate)
+        owner = np.array([index_of.get(s.utterance_id, -1) for s in store.index], dtype=np.int64)
         s1 = np.zeros((len(data.utterances), width))
         s2 = np.zeros_like(s1) if std else None
         count = np.zeros(len(data.utterances))
@@ -97,11 +100,13 @@ def utterance_means(data, kinds: list[str], sample_rate: int, std: bool = False,
             if a.ndim == 4:                                          # (n, L, T, D) → (n, T, L·D)
                 a = a.transpose(0, 2, 1, 3).reshape(len(a), n_frames, -1)
             nv = np.clip(np.ceil(valid[r0:r0 + step] * n_frames), 1, n_frames)
+            mine = owner[r0:r0 + step] >= 0
+            a, nv, rows = a[mine], nv[mine], owner[r0:r0 + step][mine]
             m = (np.arange(n_frames)[None, :] < nv[:, None]).astype(np.float32)[..., None]
-            np.add.at(s1, owner[r0:r0 + step], (a * m).sum(1))
+            np.add.at(s1, rows, (a * m).sum(1))
             if std:
-                np.add.at(s2, owner[r0:r0 + step], (a * a * m).sum(1))
-            np.add.at(count, owner[r0:r0 + step], nv)
+                np.add.at(s2, rows, (a * a * m).sum(1))
+            np.add.at(count, rows, nv)
         mean = s1 / count[:, None]
         blocks.append(mean)
         if std:
@@ -253,6 +258,7 @@ class LinearProbe(EstimatorModel):
     speakers too: it has no epochs to pick on them."""
 
     fits_validation_speakers = True
+    seeded = False                      # lbfgs: the same fit whatever the seed
 
     def __init__(self, config: LinearConfig, seed: int, n_layers: int = 1):
         self.config, self.seed, self.chosen, self.n_layers = config, seed, None, n_layers

@@ -217,6 +217,14 @@ def _blocks(results: dict, figures: dict, run_dir: Path) -> tuple[str, list]:
                     "its augmented copies, probabilities averaged. The original audio alone: UA "
                     f"{mean_std(plain.get('ua_mean'), plain.get('ua_std'))}, WA "
                     f"{mean_std(plain.get('wa_mean'), plain.get('wa_std'))}."))
+    voters = summary.get("voters")
+    if voters:
+        weight = ((results.get("config") or {}).get("vote") or {}).get("weight")
+        b.append(_P(f"A vote (soft voting): the network's class probabilities averaged with a second "
+                    f"model's, fitted on the same training speakers (its weight {weight}). Each alone: "
+                    + "; ".join(f"{name} UA {mean_std(v.get('ua_mean'), v.get('ua_std'))}, WA "
+                                f"{mean_std(v.get('wa_mean'), v.get('wa_std'))}" for name, v in voters.items())
+                    + "."))
 
     per_seed = (results.get("seed_summary") or {}).get("per_seed") or {}
     if len(per_seed) > 1:

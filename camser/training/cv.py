@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..config import ExperimentConfig, load_config
-from ..models import build_model, model_kind, model_record, required_inputs
+from ..config import AugmentConfig, ExperimentConfig, VoteConfig, load_config
+from ..models import build_model, check_vote, model_kind, model_record, required_inputs
 from ..reports.results import build_results, versions, write_json
 from ..errors import CamserError, ConfigError
 from ..fileio import atomic_write
@@ -37,7 +37,7 @@ from .trainer import _default_batch, fit, predict_segments, utterance_metrics
 def data_inputs(cfg: ExperimentConfig) -> set[str]:
     """The batch keys to extract into the cache for ``cfg``'s model. In finetune mode SSL frames
     come from audio, and MFCC rows index the segments even when the model doesn't read them."""
-    inputs = required_inputs(cfg.model)
+    inputs = required_inputs(cfg.model) | (required_inputs(cfg.vote.model) if cfg.vote.model else set())
     if cfg.train.mode == "finetune":
         inputs = (inputs - {"ssl"}) | {"mfcc"}
     return inputs
@@ -56,7 +56,7 @@ def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
         if cfg.train.mode != "frozen":
             raise ConfigError(f"train.mode: {cfg.train.mode} needs a network; model.name "
                               f"{cfg.model['name']} is fitted on cached features (use frozen)")
-        if data.copies:
+        if data.copies and cfg.features.augment.specs:
             raise ConfigError(f"features.augment: model.name {cfg.model['name']} is fitted on "
                               "utterance vectors of the original audio; augmented copies train networks only")
         return build_model(cfg.model, len(data.labels), dims, seed=seed), None
@@ -153,19 +153,30 @@ class RunContext:
     world: int = 1
     ddp: bool = False                # every fold trained data-parallel over the ranks
     stats: object = None             # torch kind, features.normalize: per-speaker statistics
-    matrix: np.ndarray | None = None  # sklearn kind: the utterance vectors of data.utterances
+    matrix: np.ndarray | None = None  # sklearn kind (or a vote's second model): the utterance vectors
+    voter_seeded: bool = True        # a vote's second model fits differently per seed
+    voter_parts: dict = dataclasses.field(default_factory=dict)   # its fold parts, per fold (and seed)
     progress: bool | None = None     # the progress bar inside epochs (None: on a terminal only)
 
 
 def run_context(cfg: ExperimentConfig, data: PreparedData, log=print, rank: int = 0, world: int = 1,
                 ddp: bool = False) -> RunContext:
     ctx = RunContext(log, rank, world, ddp)
-    if model_kind(cfg.model) == "sklearn":
-        model, _ = build_for_data(cfg, data, 0)            # the matrix does not depend on the seed
+    fitted = cfg if model_kind(cfg.model) == "sklearn" else voter_config(cfg) if cfg.vote.model else None
+    if fitted is not None:
+        model, _ = build_for_data(fitted, data, 0)         # the matrix does not depend on the seed
         ctx.matrix = model.utterance_matrix(data, cfg.audio.sample_rate)
-    else:
+        ctx.voter_seeded = model.seeded
+    if model_kind(cfg.model) == "torch":
         ctx.stats = speaker_statistics(cfg, data, log if rank == 0 else (lambda _: None))
     return ctx
+
+
+def voter_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The second model of a vote as an experiment of its own: the same data, protocol and
+    normalisation, its model, no augmented copies (it is fitted on the original audio)."""
+    return dataclasses.replace(cfg, model=dict(cfg.vote.model), vote=VoteConfig(),
+                               features=dataclasses.replace(cfg.features, augment=AugmentConfig()))
 
 
 def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
@@ -208,9 +219,48 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
     if cfg.train.ensemble > 1:
         part["members"] = [{k: v for k, v in m.items() if k != "history"} for m in members]
     if cfg.features.augment.test_time:
-        plain, *_ = utterance_metrics(np.log(np.maximum(originals_only, 1e-30)), test, data.labels)
+        plain, ids, *_, plain_logp = utterance_metrics(np.log(np.maximum(originals_only, 1e-30)), test, data.labels)
         part["originals_only"] = {k: plain[k] for k in ("wa", "ua", "f1_macro")}
+        part[ORIGINALS_PROBABILITIES] = dict(zip(ids, softmax(plain_logp)))
     return part, {"labels": test.labels, **emb}
+
+
+# a network fold's part → its caller (a vote blends them too); taken out before result.json
+ORIGINALS_PROBABILITIES = "_originals_only_probabilities"
+
+
+def _voted_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
+                ctx: RunContext) -> tuple[dict, dict]:
+    """``vote.model``: the network's fold, then the second model fitted on the same training
+    speakers; the entry scores their averaged probabilities (the second weighs ``vote.weight``)
+    and keeps what each scored alone (``voters``: WA, UA, macro-F1; ``originals_only`` blended
+    the same way)."""
+    part, emb = _network_fold(cfg, data, fold, seed, fold_dir, ctx)
+    key = (fold.index, seed) if ctx.voter_seeded else fold.index
+    if key not in ctx.voter_parts:
+        ctx.voter_parts[key] = _utterance_fold(voter_config(cfg), data, fold, seed, fold_dir, ctx)[0]
+    other = ctx.voter_parts[key]
+    second = dict(zip(other["predictions"]["utterance_ids"], np.asarray(other["predictions"]["probabilities"])))
+    w = cfg.vote.weight
+
+    def voted(ids, probabilities):
+        return (1 - w) * np.asarray(probabilities) + w * np.stack([second[i] for i in ids])
+
+    scores = ("wa", "ua", "f1_macro")
+    voters = {"network": {k: part[k] for k in scores}, cfg.vote.model["name"]: {k: other[k] for k in scores}}
+    pred = part["predictions"]
+    y_true = np.asarray(pred["true"])
+    probs = voted(pred["utterance_ids"], pred["probabilities"])
+    part.update(compute_metrics(y_true, probs.argmax(1), data.labels), voters=voters,
+                predictions=predictions_record(pred["utterance_ids"], y_true, probs.argmax(1), probs))
+    plain = part.pop(ORIGINALS_PROBABILITIES, None)
+    if plain is not None:
+        ids = pred["utterance_ids"]
+        blended = voted(ids, [plain[i] for i in ids]).argmax(1)
+        part["originals_only"] = {k: v for k, v in compute_metrics(y_true, blended, data.labels).items() if k in scores}
+    if "chosen" in other:
+        part["chosen"] = other["chosen"]
+    return part, emb
 
 
 def with_test_time_copies(logp: np.ndarray, test: SegmentSet, model, data: PreparedData, cfg: ExperimentConfig,
@@ -326,7 +376,9 @@ def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_di
     """Train on ``fold``'s training speakers (networks: pick the epoch on its validation set),
     test; ``result.json`` is written last and marks the fold as done."""
     fold_dir.mkdir(parents=True, exist_ok=True)
-    part, emb = FOLD_RUNNERS[model_kind(cfg.model)](cfg, data, fold, seed, fold_dir, ctx)
+    runner = _voted_fold if cfg.vote.model else FOLD_RUNNERS[model_kind(cfg.model)]
+    part, emb = runner(cfg, data, fold, seed, fold_dir, ctx)
+    part.pop(ORIGINALS_PROBABILITIES, None)
     entry = {"fold": fold.index, "seed": seed, "test_speakers": fold.test_speakers,
              "val_speakers": fold.val_speakers, **part}
     entry["per_speaker"] = speaker_metrics(entry, data.utterances, data.labels)
@@ -429,6 +481,7 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fol
     rank, world = init_distributed(cfg.train.device)
     clock = RunClock(out / RunClock.FILE)
     check_same_experiment(cfg, out)
+    check_vote(cfg.model, cfg.vote.model)
     if rank == 0:
         log = clock.ticking(log)        # every line (an epoch, a fold) also records the time so far
         cfg.save(out / "config.yaml")
@@ -532,6 +585,11 @@ def finalize(cfg: ExperimentConfig, out: Path, folds, labels: list[str], wall_s:
         results["summary"]["originals_only"] = {f"{k}_{stat}": float(fn([p[k] for p in plain]))
                                                 for k in ("wa", "ua") for stat, fn in (("mean", np.mean),
                                                                                         ("std", np.std))}
+    voters = [e["voters"] for e in entries if "voters" in e]
+    if voters:                       # a vote: what each of its models scored alone
+        results["summary"]["voters"] = {name: {f"{k}_{stat}": float(fn([v[name][k] for v in voters]))
+                                               for k in ("wa", "ua") for stat, fn in (("mean", np.mean), ("std", np.std))}
+                                        for name in voters[0]}
     previous = out / "results.json"
     if wall_s is None and previous.is_file():
         wall_s = json.loads(previous.read_text()).get("wall_s")

@@ -46,6 +46,9 @@ def train_model(cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[str],
     if name not in saveable_models():        # before any training: it could not be saved or loaded
         raise CamserError(f"model.name: {name!r} can't be saved as a model folder yet (no "
                           f"save_pretrained/loader registered; these can: {', '.join(saveable_models())})")
+    if cfg.vote.model:
+        raise ConfigError(f"vote.model: a model folder holds networks only, and {cfg.vote.model.get('name')!r} "
+                          "can't be saved as one; a vote is scored by camser cv (or compare); drop vote: to train")
     if cfg.train.ensemble > 1 and cfg.train.mode == "finetune":
         raise ConfigError("train.ensemble: a model folder can't hold several fine-tuned encoders; "
                           "use train.mode: frozen, or train.ensemble: 1")
