@@ -1,6 +1,7 @@
 """Cross-validation end to end on the synthetic corpus: learning, determinism, resume, DDP, CLI."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,14 @@ def test_same_seed_same_numbers_and_resume_after_kill(workspace, tmp_path):
     assert fold_numbers(run_cv(model_respelled, tmp_path / "c", log=lambda m: None, progress=False)) == fold_numbers(reference)
     with pytest.raises(ConfigError, match=r"model\.lstm_hidden \(64 → 32\)"):
         run_cv(load_config(None, ["model.lstm_hidden=32"], data=cfg.to_dict()), tmp_path / "c", log=lambda m: None)
+    # folds copied from a finished run of the same experiment are read, not retrained, and the
+    # wall time it recorded comes with them
+    shutil.copytree(tmp_path / "c/folds", tmp_path / "copied/folds")
+    shutil.copy(tmp_path / "c/wall_s.json", tmp_path / "copied/wall_s.json")
+    lines.clear()
+    copied = run_cv(model_respelled, tmp_path / "copied", log=lines.append, progress=False)
+    assert any("finished already" in line for line in lines) and fold_numbers(copied) == fold_numbers(reference)
+    assert copied["wall_s"] == pytest.approx(json.loads((tmp_path / "c/wall_s.json").read_text())["wall_s"], abs=1)
 
 
 def test_paper_validation_is_flagged_optimistic(workspace, tmp_path):

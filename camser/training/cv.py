@@ -590,9 +590,11 @@ def finalize(cfg: ExperimentConfig, out: Path, folds, labels: list[str], wall_s:
         results["summary"]["voters"] = {name: {f"{k}_{stat}": float(fn([v[name][k] for v in voters]))
                                                for k in ("wa", "ua") for stat, fn in (("mean", np.mean), ("std", np.std))}
                                         for name in voters[0]}
-    previous = out / "results.json"
+    previous, clock = out / "results.json", out / RunClock.FILE
     if wall_s is None and previous.is_file():
         wall_s = json.loads(previous.read_text()).get("wall_s")
+    if wall_s is None and clock.is_file():     # folds finished elsewhere (e.g. copied), never summarised
+        wall_s = RunClock(clock).before
     if wall_s is not None:
         results["wall_s"] = round(wall_s, 1)
     write_predictions_csv(out / "predictions.csv", entries, labels)
