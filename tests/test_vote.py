@@ -57,6 +57,9 @@ def test_a_vote_needs_a_network_and_a_fitted_second_model(ws, tmp_path):  # noqa
         check_vote(NETWORK, {**PROBE, "C": [-1]})
     with pytest.raises(ConfigError, match="vote.model.name: missing"):
         make_cfg(ws, NETWORK, "vote.model.C=[0.1]")
+    from camser.training.compare import system_model        # how compare and ablation name it
+    assert system_model(make_cfg(ws, NETWORK, "vote.model.name=linear")) == "camser + linear (vote, weight 0.5)"
+    assert system_model(make_cfg(ws, NETWORK)) == "camser"
     from camser.training.train_model import train_model
     with pytest.raises(ConfigError, match="vote.model: a model folder holds networks only"):
         train_model(make_cfg(ws, NETWORK, "vote.model.name=linear"), tmp_path / "model")

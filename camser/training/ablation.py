@@ -8,7 +8,7 @@ from ..config import load_config
 from ..errors import ConfigError
 from ..reports.results import write_json
 from ..reports.tables import comparison_table
-from .compare import system_line
+from .compare import system_line, system_model
 from .cv import run_cv
 
 
@@ -28,7 +28,7 @@ def run_ablation(config_path, overrides: list[str], out_dir, rows: list[str] | N
         results = run_cv(cfg, out / name, log=log, progress=progress)
         if results:             # rank 0: the table of the rows so far, so a stopped run leaves one
             table_rows.append((name, results, str(out / name)))
-            log(system_line(name, cfg.model["name"], results, out / name))
+            log(system_line(name, system_model(cfg), results, out / name))
             markdown, table = comparison_table(table_rows)
             if len(table_rows) < len(names):
                 markdown = (f"*{len(table_rows)} of {len(names)} rows so far: the same command "

@@ -41,6 +41,12 @@ def _load_system(path: Path, overrides: list[str]):
     return load_config(path / "config.yaml")
 
 
+def system_model(cfg) -> str:
+    """What a system is, in a few words: the model's name, and the second model of a vote."""
+    name = cfg.model["name"]
+    return f"{name} + {cfg.vote.model['name']} (vote, weight {cfg.vote.weight:g})" if cfg.vote.model else name
+
+
 def system_line(name: str, model: str, results: dict, run_dir) -> str:
     """One line per finished system, printed as soon as its cv ends (the table waits for all):
     model, normalisation, WA/UA/macro-F1 mean ± std in percent, wall time, run folder."""
@@ -84,12 +90,12 @@ def run_compare(config_paths: list, overrides: list[str], out_dir, log=print,
     rows, models = [], {}
     for p, cfg in zip(paths, configs):
         run_dir = p if _is_run(p) else out / p.stem
-        log(f"== {p.stem} (model {cfg.model['name']}{', a finished run' if _is_run(p) else ''})")
+        log(f"== {p.stem} (model {system_model(cfg)}{', a finished run' if _is_run(p) else ''})")
         results = read_json(p / "results.json") if _is_run(p) else run_cv(cfg, run_dir, log=log, progress=progress)
         if results:
             rows.append((p.stem, results, str(run_dir)))
-            models[p.stem] = cfg.model["name"]
-            log(system_line(p.stem, cfg.model["name"], results, run_dir))
+            models[p.stem] = system_model(cfg)
+            log(system_line(p.stem, models[p.stem], results, run_dir))
     if not rows:                # not rank 0 under torchrun
         return "", []
     markdown, table = comparison_table(rows)
