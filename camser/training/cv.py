@@ -7,10 +7,10 @@ Under ``torchrun`` (WORLD_SIZE > 1) either every fold is trained data-parallel w
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
