@@ -75,7 +75,8 @@ def cmd_features(a) -> int:
     rank, world = init_distributed()         # under torchrun each rank extracts a share of the rows
     utterances, labels = load_utterances(cfg)
     utterances += augmented_copies(utterances, cfg.features.augment.specs)   # features.augment
-    stores = extract_features(utterances, cfg, default_cache_dir(cfg), progress=True, rank=rank, world=world)
+    stores = extract_features(utterances, cfg, default_cache_dir(cfg), progress=True, rank=rank, world=world,
+                              log=print)
     for kind, store in stores.items() if rank == 0 else ():
         print(f"{kind:12s} {tuple(store.array.shape)} {store.array.dtype}  {store.path}")
     return 0

@@ -158,8 +158,17 @@ def test_config_change_makes_a_new_store(corpus, tiny_w2v, tmp_path, monkeypatch
         change(c)
         out = extract_features(corpus, c, tmp_path, kinds=["spectrogram"], progress=False)
         assert out["spectrogram"].path != first["spectrogram"].path
-    out = extract_features(corpus[:-1], cfg, tmp_path, kinds=["spectrogram"], progress=False)
+    lines = []
+    out = extract_features(corpus[:-1], cfg, tmp_path, kinds=["spectrogram"], progress=False, log=lines.append)
     assert out["spectrogram"].path != first["spectrogram"].path and len(out["spectrogram"]) == 7
+    # the same settings for another list of files: the log says why it extracts again
+    assert [line for line in lines if line.startswith("features: ")] == [
+        f"features: {first['spectrogram'].path} holds spectrogram with these settings for another list of "
+        "files (files added, removed, reordered or of other lengths, or a cache made before files counted "
+        f"by their real path); extracting spectrogram again into {out['spectrogram'].path.name}"]
+    lines.clear()
+    extract_features(corpus[:-1], cfg, tmp_path, kinds=["spectrogram"], progress=False, log=lines.append)
+    assert not lines                                   # found: nothing to say
 
 
 def test_silence_trimming_off_keeps_the_caches_made_before_it_existed(tiny_w2v):

@@ -34,7 +34,7 @@ from .melspec import melspec_segments
 from .mfcc import mfcc_segments, n_frames_for
 from .spectrogram import spectrogram_segments
 from .ssl import SSLEncoder
-from .store import KINDS, FeatureStore, corpus_fingerprint, feature_hash, kind_config
+from .store import KINDS, FeatureStore, corpus_fingerprint, feature_hash, kind_config, same_settings_elsewhere
 
 
 # ---------------------------------------------------------------------- audio and segments
@@ -193,6 +193,12 @@ def extract_features(utterances: Sequence[Utterance], cfg: ExperimentConfig, cac
             todo[kind] = (path, h)
     if not todo:
         return stores
+    for kind, (path, _) in todo.items():
+        others = [] if rank or log is None or path.exists() else same_settings_elsewhere(cache_dir, kind, cfg)
+        if others:              # same settings, another list of files: say why it extracts again
+            log(f"features: {others[-1]} holds {kind} with these settings for another list of files (files "
+                f"added, removed, reordered or of other lengths, or a cache made before files counted by "
+                f"their real path); extracting {kind} again into {path.name}")
 
     table, lengths, offsets = _table(utterances, cfg)
     seg_len, _ = cfg.segments.samples(cfg.audio.sample_rate)

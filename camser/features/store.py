@@ -86,6 +86,23 @@ def feature_hash(kind: str, utterances: Sequence[Utterance], cfg: ExperimentConf
     return config_hash(kind_config(kind, cfg), corpus_fingerprint(utterances))
 
 
+def same_settings_elsewhere(cache_dir: str | Path, kind: str, cfg: ExperimentConfig) -> list[Path]:
+    """Complete ``kind`` stores in ``cache_dir`` with ``cfg``'s settings for that kind: when the
+    store a run asks for is not among them, another list of files made them (files added,
+    removed, reordered, of other lengths, or a cache made before files counted by their real
+    path), which is why that run extracts again."""
+    want = json.loads(json.dumps(kind_config(kind, cfg), default=str))
+    found = []
+    for path in sorted(Path(cache_dir).glob(f"{kind}-*")):
+        try:
+            meta = json.loads((path / META).read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("config") == want and FeatureStore.complete_at(path):
+            found.append(path)
+    return found
+
+
 def store_path(cache_dir: str | Path, kind: str, utterances: Sequence[Utterance], cfg: ExperimentConfig) -> Path:
     """``<cache_dir>/<kind>-<hash>``."""
     return Path(cache_dir) / f"{kind}-{feature_hash(kind, utterances, cfg)}"
