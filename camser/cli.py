@@ -69,9 +69,9 @@ def cmd_features(a) -> int:
     from .config import load_config
     cfg = load_config(a.config, a.overrides, data={"corpus": {"prepared": str(a.dir)}})
     from .augment import augmented_copies
-    from .training.experiment import default_cache_dir, load_utterances
     from .features.extract import extract_features
     from .runtime import init_distributed
+    from .training.experiment import default_cache_dir, load_utterances
     rank, world = init_distributed()         # under torchrun each rank extracts a share of the rows
     utterances, labels = load_utterances(cfg)
     utterances += augmented_copies(utterances, cfg.features.augment.specs)   # features.augment
@@ -112,6 +112,9 @@ def _print_summary(results: dict, out) -> None:
         print(f"normalisation: {norm.get('description', norm.get('mode'))}")
     for name, v in (s.get("voters") or {}).items():
         print(f"vote: {name} alone UA {100 * v['ua_mean']:.2f} ± {100 * v['ua_std']:.2f}")
+    if s.get("vote_weight_chosen"):
+        print("vote: weight chosen on the validation speakers: "
+              + ", ".join(f"{w} in {n} fold × seed runs" for w, n in s["vote_weight_chosen"].items()))
     print(f"results: {Path(out) / 'results.json'}  report: {Path(out) / 'report.html'}")
 
 

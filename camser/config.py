@@ -23,7 +23,6 @@ import yaml
 
 from .errors import ConfigError, first_line
 
-
 # Enumerations. The corpus readers, feature store and protocols import config, so their lists
 # live here; camser.protocols and the feature store take them from here (tests/test_config_fuzz.py
 # checks the corpus names against the readers).
@@ -304,7 +303,33 @@ class VoteConfig:
     # class probabilities; {} → the network alone. Scored by cross-validation (camser cv,
     # compare, ablation, sweep); `camser train` saves networks only
     model: dict[str, Any] = field(default_factory=dict)
-    weight: float = checked(0.5, gt=0, lt=1)     # the second model's share of the average
+    # the second model's share of the average; a list: the candidates, one chosen per fold and
+    # seed on the validation speakers (held out from both models; ties: the one nearest 0.5)
+    weight: float | list[float] = checked(0.5, gt=0, lt=1, items=True, min_items=1)
+    # the second model's own audio and feature settings, over the experiment's (e.g. audio:
+    # {trim_db: null}, features: {ssl: {frame_pool: 1}}): it then reads features of its own
+    audio: dict[str, Any] = field(default_factory=dict)
+    features: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weights(self) -> list[float]:
+        """The candidate weights (one when the weight is fixed)."""
+        return list(self.weight) if isinstance(self.weight, list) else [self.weight]
+
+    @property
+    def own_features(self) -> bool:
+        return bool(self.audio or self.features)
+
+    def describe_weight(self) -> str:
+        """``weight 0.5``, or how a list of candidates is chosen."""
+        return weight_text(self.weight)
+
+
+def weight_text(weight) -> str:
+    """A vote's weight in words (a number, or the candidates chosen on validation speakers)."""
+    if isinstance(weight, list) and len(weight) > 1:
+        return f"weight chosen on the validation speakers from {', '.join(f'{w:g}' for w in weight)}"
+    return f"weight {(weight[0] if isinstance(weight, list) else weight):g}"
 
 
 @dataclass
@@ -503,9 +528,28 @@ def _check_relations(cfg: ExperimentConfig) -> None:
             ("features.augment.test_time", not cfg.features.augment.test_time or cfg.features.augment.specs,
              "true needs copies to score (features.augment.speeds or noise_snr_db)"),
             ("model.name", "name" in cfg.model, "missing (e.g. camser)"),
-            ("vote.model.name", not cfg.vote.model or "name" in cfg.vote.model, "missing (e.g. linear)")):
+            ("vote.model.name", not cfg.vote.model or "name" in cfg.vote.model, "missing (e.g. linear)"),
+            ("vote.weight", len(cfg.vote.weights) == 1 or cfg.protocol.validation != "none",
+             f"{cfg.vote.weight} are candidates chosen on the validation speakers, and "
+             "protocol.validation: none holds out none; give one weight")):
         if not ok:
             raise ConfigError(f"{where}: {why}")
+    if cfg.vote.model:
+        voter_config(cfg)            # vote.audio / vote.features: their fields checked by name
+
+
+def voter_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The second model of a vote as an experiment of its own: the same corpus, protocol and
+    normalisation, its model, its own audio and feature settings (``vote.audio``,
+    ``vote.features`` over the experiment's), no augmented copies (it is fitted on the
+    original audio)."""
+    base = cfg.to_dict()
+    audio = from_dict(AudioConfig, _deep_merge(base["audio"], cfg.vote.audio), "vote.audio") \
+        if cfg.vote.audio else cfg.audio
+    features = from_dict(FeaturesConfig, _deep_merge(base["features"], cfg.vote.features), "vote.features") \
+        if cfg.vote.features else cfg.features
+    return dataclasses.replace(cfg, model=dict(cfg.vote.model), vote=VoteConfig(), audio=audio,
+                               features=dataclasses.replace(features, augment=AugmentConfig()))
 
 
 def _deep_merge(a: dict, b: dict) -> dict:

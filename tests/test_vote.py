@@ -64,3 +64,95 @@ def test_a_vote_needs_a_network_and_a_fitted_second_model(ws, tmp_path):  # noqa
     with pytest.raises(ConfigError, match="vote.model: a model folder holds networks only"):
         train_model(make_cfg(ws, NETWORK, "vote.model.name=linear"), tmp_path / "model")
     assert not (tmp_path / "model").exists()
+
+
+def test_the_second_model_reads_features_of_its_own(ws, tmp_path):  # noqa: F811
+    """vote.audio / vote.features: the probe of a vote reads what the same probe alone reads
+    with those settings (here frames pooled by 2 and silence cut), the network its own."""
+    own = ("vote.features.ssl.frame_pool=2", "vote.audio.trim_db=30")
+    cv(make_cfg(ws, NETWORK, *COMMON, "vote.model.name=linear", "vote.model.C=[0.1]", "vote.model.std=true",
+                *own), tmp_path / "vote")
+    cv(make_cfg(ws, PROBE, "protocol.folds=[1,2]", "features.ssl.frame_pool=2", "audio.trim_db=30"), tmp_path / "probe")
+    cv(make_cfg(ws, PROBE, "protocol.folds=[1,2]"), tmp_path / "probe_shared")
+    cv(make_cfg(ws, NETWORK, *COMMON), tmp_path / "network")
+    for fold in (1, 2):
+        v, n, p, s = (_entry(tmp_path / run, fold) for run in ("vote", "network", "probe", "probe_shared"))
+        assert v["voters"]["linear"]["ua"] == pytest.approx(p["ua"])
+        net_p, probe_p, shared_p = _probabilities(n), _probabilities(p), _probabilities(s)
+        # the settings matter: the probe reads other vectors than the network's own cache gives
+        assert max(np.abs(probe_p[u] - shared_p[u]).max() for u in probe_p) > 1e-3
+        for uid, probs in _probabilities(v).items():
+            assert probs == pytest.approx(0.5 * net_p[uid] + 0.5 * probe_p[uid], abs=2e-6)
+    with pytest.raises(ConfigError, match="vote.features.ssl.frame_poll: unknown field"):
+        make_cfg(ws, NETWORK, "vote.model.name=linear", "vote.features.ssl.frame_poll=2")
+    with pytest.raises(ConfigError, match="vote.audio.trim_db"):
+        make_cfg(ws, NETWORK, "vote.model.name=linear", "vote.audio.trim_db=loud")
+
+
+def test_a_vote_chooses_its_weight_on_the_validation_speakers(ws, tmp_path):  # noqa: F811
+    candidates = [0.2, 0.5, 0.8]
+    voted = cv(make_cfg(ws, NETWORK, *COMMON, "vote.model.name=linear", "vote.model.C=[0.1]",
+                        "vote.model.std=true", f"vote.weight={candidates}"), tmp_path / "vote")
+    network = cv(make_cfg(ws, NETWORK, *COMMON), tmp_path / "network")
+    cv(make_cfg(ws, PROBE, "protocol.folds=[1,2]"), tmp_path / "probe")
+    for k, fold in enumerate((1, 2)):
+        v, n, p = (_entry(tmp_path / run, fold) for run in ("vote", "network", "probe"))
+        w = v["chosen"]["vote.weight"]
+        scores = {float(c): s for c, s in v["vote_validation"].items()}
+        assert w in candidates and set(scores) == set(candidates)
+        best = max(scores.values())
+        assert scores[w] == best and all(abs(c - 0.5) >= abs(w - 0.5) for c in candidates if scores[c] == best)
+        net_p, probe_p = _probabilities(n), _probabilities(p)
+        for uid, probs in _probabilities(v).items():      # the test utterances voted with that weight
+            assert probs == pytest.approx((1 - w) * net_p[uid] + w * probe_p[uid], abs=2e-6)
+        assert network["folds"][k]["ua"] == v["voters"]["network"]["ua"]
+    chosen = voted["summary"]["vote_weight_chosen"]
+    assert sum(chosen.values()) == 2
+    assert "weight chosen on the validation speakers from 0.2, 0.5, 0.8" in (tmp_path / "vote/report.md").read_text()
+    from camser.training.compare import system_model
+    assert "weight chosen on the validation speakers" in system_model(make_cfg(ws, NETWORK, "vote.model.name=linear",
+                                                                               f"vote.weight={candidates}"))
+    with pytest.raises(ConfigError, match=r"vote.weight\[1\]"):
+        make_cfg(ws, NETWORK, "vote.model.name=linear", "vote.weight=[0.3, 1.5]")
+    with pytest.raises(ConfigError, match="vote.weight: .*protocol.validation: none"):
+        make_cfg(ws, NETWORK, "vote.model.name=linear", "vote.weight=[0.3, 0.5]", "protocol.validation=none",
+                 "train.keep=last")
+
+
+def test_the_weight_choice_scores_only_validation_utterances_and_prefers_equal_votes():
+    """chosen_weight: the network right and the probe wrong on the validation utterances → the
+    smallest weight; both equally right → 0.5 (ties go to equal votes)."""
+    from types import SimpleNamespace
+
+    from camser.training.cv import chosen_weight
+    cfg = SimpleNamespace(vote=SimpleNamespace(weights=[0.2, 0.5, 0.8]), train=SimpleNamespace(select_on="ua"))
+    data = SimpleNamespace(labels=["a", "b"], label_index=lambda: {"u1": 0, "u2": 1})
+    right = {"u1": np.array([0.9, 0.1]), "u2": np.array([0.1, 0.9])}
+    wrong = {"u1": np.array([0.1, 0.9]), "u2": np.array([0.9, 0.1])}
+    assert chosen_weight(cfg, right, wrong, data)[0] == 0.2
+    assert chosen_weight(cfg, wrong, right, data)[0] == 0.8
+    w, scores = chosen_weight(cfg, right, right, data)
+    assert w == 0.5 and set(scores) == {"0.2", "0.5", "0.8"}
+
+
+def test_the_weight_is_chosen_without_a_test_or_validation_speaker_in_the_probes_fit(ws, tmp_path, monkeypatch):  # noqa: F811
+    """Strictness: the probe that scores the validation speakers (for the weight choice) is fitted
+    without them; no fit of the probe ever sees a test speaker."""
+    from camser.models.classic import LinearProbe
+    fitted_on = []
+    original = LinearProbe.fit
+
+    def spy(self, X, y, groups=None):
+        fitted_on.append(set(groups))
+        return original(self, X, y, groups=groups)
+
+    monkeypatch.setattr(LinearProbe, "fit", spy)
+    cv(make_cfg(ws, NETWORK, *COMMON, "vote.model.name=linear", "vote.model.C=[0.01, 0.1]",
+                "vote.model.inner_folds=2", "vote.weight=[0.3, 0.5]"), tmp_path / "vote")
+    for fold in (1, 2):
+        entry = _entry(tmp_path / "vote", fold)
+        test, val = set(entry["test_speakers"]), set(entry["val_speakers"])
+        fits = [f for f in fitted_on if not f & test]
+        assert val and any(not f & val for f in fits) and any(f & val for f in fits)
+    assert len(fitted_on) == 4 and all(not f & set(_entry(tmp_path / "vote", k)["test_speakers"])
+                                       for f, k in zip(fitted_on, (1, 1, 2, 2)))

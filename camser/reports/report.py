@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import weight_text
+from ..fileio import write_text
 from ..metrics import metrics_from_confusion
 from ..protocols import PAPER_WARNING
 from .plots import normalize_rows
 from .tables import mean_std, pct
-from ..fileio import write_text
 
 # Figure-key prefix → report section, in report order.
 FIGURE_SECTIONS = (("confusion", "Confusion matrix"),
@@ -219,9 +220,12 @@ def _blocks(results: dict, figures: dict, run_dir: Path) -> tuple[str, list]:
                     f"{mean_std(plain.get('wa_mean'), plain.get('wa_std'))}."))
     voters = summary.get("voters")
     if voters:
-        weight = ((results.get("config") or {}).get("vote") or {}).get("weight")
+        weight = weight_text(((results.get("config") or {}).get("vote") or {}).get("weight", 0.5))
+        chosen = summary.get("vote_weight_chosen")
+        if chosen:
+            weight += " (chosen: " + ", ".join(f"{w} in {n} runs" for w, n in chosen.items()) + ")"
         b.append(_P(f"A vote (soft voting): the network's class probabilities averaged with a second "
-                    f"model's, fitted on the same training speakers (its weight {weight}). Each alone: "
+                    f"model's, fitted on the same training speakers (its {weight}). Each alone: "
                     + "; ".join(f"{name} UA {mean_std(v.get('ua_mean'), v.get('ua_std'))}, WA "
                                 f"{mean_std(v.get('wa_mean'), v.get('wa_std'))}" for name, v in voters.items())
                     + "."))

@@ -18,26 +18,33 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..config import AugmentConfig, ExperimentConfig, VoteConfig, load_config
-from ..models import build_model, check_vote, model_kind, model_record, required_inputs
-from ..reports.results import build_results, versions, write_json
-from ..errors import CamserError, ConfigError
-from ..fileio import atomic_write
-from ..tracking import flatten
-from ..features.batches import (AudioBatches, NormalizedBatches, feature_dims, normalized_stores,
-                   SegmentSet, segment_set)
 from ..augment import original_id
+from ..config import ExperimentConfig, load_config, voter_config
+from ..errors import CamserError, ConfigError
+from ..features.batches import (
+    AudioBatches,
+    NormalizedBatches,
+    SegmentSet,
+    feature_dims,
+    normalized_stores,
+    segment_set,
+)
+from ..fileio import atomic_write
 from ..metrics import compute_metrics, per_group_metrics, pool_segments, seed_summary
-from .experiment import PreparedData, load_utterances, prepare_data
+from ..models import build_model, check_vote, model_kind, model_record, required_inputs
 from ..protocols import make_folds
+from ..reports.results import build_results, versions, write_json
 from ..runtime import init_distributed, rank_and_world, resolve_device, torch_threads
-from .trainer import _default_batch, fit, predict_segments, utterance_metrics
+from ..tracking import flatten
+from .experiment import PreparedData, load_utterances, prepare_data
+from .trainer import _default_batch, fit, predict_segments, score_of, utterance_metrics
 
 
 def data_inputs(cfg: ExperimentConfig) -> set[str]:
     """The batch keys to extract into the cache for ``cfg``'s model. In finetune mode SSL frames
     come from audio, and MFCC rows index the segments even when the model doesn't read them."""
-    inputs = required_inputs(cfg.model) | (required_inputs(cfg.vote.model) if cfg.vote.model else set())
+    shared_voter = cfg.vote.model and not cfg.vote.own_features    # else it reads features of its own
+    inputs = required_inputs(cfg.model) | (required_inputs(cfg.vote.model) if shared_voter else set())
     if cfg.train.mode == "finetune":
         inputs = (inputs - {"ssl"}) | {"mfcc"}
     return inputs
@@ -154,29 +161,27 @@ class RunContext:
     ddp: bool = False                # every fold trained data-parallel over the ranks
     stats: object = None             # torch kind, features.normalize: per-speaker statistics
     matrix: np.ndarray | None = None  # sklearn kind (or a vote's second model): the utterance vectors
+    voter_data: PreparedData | None = None   # a vote's second model: the data it reads
     voter_seeded: bool = True        # a vote's second model fits differently per seed
     voter_parts: dict = dataclasses.field(default_factory=dict)   # its fold parts, per fold (and seed)
+    voter_validation: dict = dataclasses.field(default_factory=dict)  # its validation probabilities
     progress: bool | None = None     # the progress bar inside epochs (None: on a terminal only)
 
 
 def run_context(cfg: ExperimentConfig, data: PreparedData, log=print, rank: int = 0, world: int = 1,
-                ddp: bool = False) -> RunContext:
+                ddp: bool = False, voter_data: PreparedData | None = None) -> RunContext:
+    """What the folds of a run share. ``voter_data``: the data a vote's second model reads when
+    it has settings of its own (``vote.audio``, ``vote.features``; else the run's)."""
     ctx = RunContext(log, rank, world, ddp)
     fitted = cfg if model_kind(cfg.model) == "sklearn" else voter_config(cfg) if cfg.vote.model else None
     if fitted is not None:
-        model, _ = build_for_data(fitted, data, 0)         # the matrix does not depend on the seed
-        ctx.matrix = model.utterance_matrix(data, cfg.audio.sample_rate)
+        ctx.voter_data = voter_data if voter_data is not None else data
+        model, _ = build_for_data(fitted, ctx.voter_data, 0)     # the matrix does not depend on the seed
+        ctx.matrix = model.utterance_matrix(ctx.voter_data, fitted.audio.sample_rate)
         ctx.voter_seeded = model.seeded
     if model_kind(cfg.model) == "torch":
         ctx.stats = speaker_statistics(cfg, data, log if rank == 0 else (lambda _: None))
     return ctx
-
-
-def voter_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """The second model of a vote as an experiment of its own: the same data, protocol and
-    normalisation, its model, no augmented copies (it is fitted on the original audio)."""
-    return dataclasses.replace(cfg, model=dict(cfg.vote.model), vote=VoteConfig(),
-                               features=dataclasses.replace(cfg.features, augment=AugmentConfig()))
 
 
 def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
@@ -190,8 +195,10 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
     normalizer = fold_normalizer(cfg, ctx.stats, fold)
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
     test = segment_set(data.stores, fold.test_ids, label_of)
+    # a vote choosing its weight: the network's probabilities on the validation speakers too
+    val = segment_set(data.stores, fold.val_ids, label_of) if len(cfg.vote.weights) > 1 else None
     probs, logp, emb, members = 0.0, None, None, []
-    originals_only = 0.0                 # test-time augmentation: the scores without the copies too
+    originals_only, val_probs = 0.0, 0.0   # test-time augmentation: the scores without the copies too
     for k in range(cfg.train.ensemble):
         if cfg.train.ensemble > 1:
             log(f"ensemble member {k + 1} of {cfg.train.ensemble} (seed {seed + k})")
@@ -204,6 +211,8 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
             originals_only = originals_only + np.exp(logp) / cfg.train.ensemble
             logp = with_test_time_copies(logp, test, model, data, cfg, batch_fn)
         probs = probs + np.exp(logp) / cfg.train.ensemble
+        if val is not None:
+            val_probs = val_probs + np.exp(_scored(model, val, data, cfg, batch_fn)) / cfg.train.ensemble
         emb = emb if emb is not None else e
         members.append({"seed": seed + k, "epochs": result.epochs, "best_epoch": result.best_epoch,
                         "history": result.history, "layer_weights": learned_layer_weights(model)})
@@ -222,11 +231,22 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
         plain, ids, *_, plain_logp = utterance_metrics(np.log(np.maximum(originals_only, 1e-30)), test, data.labels)
         part["originals_only"] = {k: plain[k] for k in ("wa", "ua", "f1_macro")}
         part[ORIGINALS_PROBABILITIES] = dict(zip(ids, softmax(plain_logp)))
+    if val is not None:
+        _, ids, *_, val_logp = utterance_metrics(np.log(np.maximum(val_probs, 1e-30)), val, data.labels)
+        part[VALIDATION_PROBABILITIES] = dict(zip(ids, softmax(val_logp)))
     return part, {"labels": test.labels, **emb}
+
+
+def _scored(model, segs: SegmentSet, data: PreparedData, cfg: ExperimentConfig, batch_fn) -> np.ndarray:
+    """``segs``' segment log-probabilities as the test set's are scored (test-time copies too)."""
+    logp = predict_segments(model, data.stores, segs, cfg.train.batch_size, resolve_device(cfg.train.device),
+                            batch_fn=batch_fn, unit=cfg.train.unit)
+    return with_test_time_copies(logp, segs, model, data, cfg, batch_fn) if cfg.features.augment.test_time else logp
 
 
 # a network fold's part → its caller (a vote blends them too); taken out before result.json
 ORIGINALS_PROBABILITIES = "_originals_only_probabilities"
+VALIDATION_PROBABILITIES = "_validation_probabilities"
 
 
 def _voted_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
@@ -238,10 +258,15 @@ def _voted_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold
     part, emb = _network_fold(cfg, data, fold, seed, fold_dir, ctx)
     key = (fold.index, seed) if ctx.voter_seeded else fold.index
     if key not in ctx.voter_parts:
-        ctx.voter_parts[key] = _utterance_fold(voter_config(cfg), data, fold, seed, fold_dir, ctx)[0]
+        ctx.voter_parts[key] = _utterance_fold(voter_config(cfg), ctx.voter_data, fold, seed, fold_dir, ctx)[0]
     other = ctx.voter_parts[key]
     second = dict(zip(other["predictions"]["utterance_ids"], np.asarray(other["predictions"]["probabilities"])))
-    w = cfg.vote.weight
+    w = cfg.vote.weights[0]
+    if len(cfg.vote.weights) > 1:
+        if key not in ctx.voter_validation:
+            ctx.voter_validation[key] = _voter_validation(cfg, fold, seed, ctx)
+        w, on_validation = chosen_weight(cfg, part.pop(VALIDATION_PROBABILITIES), ctx.voter_validation[key], data)
+        part["vote_validation"] = on_validation
 
     def voted(ids, probabilities):
         return (1 - w) * np.asarray(probabilities) + w * np.stack([second[i] for i in ids])
@@ -258,9 +283,35 @@ def _voted_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold
         ids = pred["utterance_ids"]
         blended = voted(ids, [plain[i] for i in ids]).argmax(1)
         part["originals_only"] = {k: v for k, v in compute_metrics(y_true, blended, data.labels).items() if k in scores}
-    if "chosen" in other:
-        part["chosen"] = other["chosen"]
+    chosen = {**other.get("chosen", {}), **({"vote.weight": w} if len(cfg.vote.weights) > 1 else {})}
+    if chosen:
+        part["chosen"] = chosen
     return part, emb
+
+
+def _voter_validation(cfg: ExperimentConfig, fold, seed: int, ctx: RunContext) -> dict:
+    """The second model of a vote fitted on the training speakers alone (the validation speakers
+    held out, as from the network) → its probabilities of the validation utterances."""
+    voter = voter_config(cfg)
+    model, split = _fitted_utterance_model(voter, ctx.voter_data, fold, seed, ctx, with_validation=False)
+    x_val, _, _ = split(fold.val_ids)
+    return dict(zip(fold.val_ids, model.predict_proba(x_val)))
+
+
+def chosen_weight(cfg: ExperimentConfig, network: dict, second: dict, data: PreparedData) -> tuple[float, dict]:
+    """The candidate ``vote.weight`` whose vote scores best on the validation utterances
+    (``train.select_on``, as the epoch choice; ties: the weight nearest 0.5, equal votes)
+    → (weight, {weight: score})."""
+    ids = list(network)
+    label_of = data.label_index()
+    y = np.array([label_of[i] for i in ids])
+    p_network = np.stack([network[i] for i in ids])
+    p_second = np.stack([second[i] for i in ids])
+    scores = {w: score_of(compute_metrics(y, ((1 - w) * p_network + w * p_second).argmax(1), data.labels),
+                          cfg.train.select_on) for w in cfg.vote.weights}
+    best = max(scores.values())
+    w = min((w for w in cfg.vote.weights if scores[w] >= best - 1e-12), key=lambda w: abs(w - 0.5))
+    return w, {f"{k:g}": round(v, 6) for k, v in scores.items()}
 
 
 def with_test_time_copies(logp: np.ndarray, test: SegmentSet, model, data: PreparedData, cfg: ExperimentConfig,
@@ -339,21 +390,7 @@ def _utterance_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, 
     networks (a model that picks its own hyper-parameters by inner speaker folds,
     ``fits_validation_speakers``, gets them too); their scores are recorded (``val_wa``,
     ``val_ua``). ``features.normalize`` standardises the utterance vectors first. No epochs."""
-    from ..features.normalize import normalize_vectors
-    model, _ = build_for_data(cfg, data, seed)
-    X = ctx.matrix
-    row = {u.id: i for i, u in enumerate(data.utterances)}
-    label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
-    speakers = np.array([u.speaker for u in data.utterances])
-    fit_ids = list(fold.train_ids) + (list(fold.val_ids) if model.fits_validation_speakers else [])
-    X = normalize_vectors(X, speakers, cfg.features.normalize, fit_rows=[row[i] for i in fit_ids])
-
-    def split(ids):
-        idx = [row[i] for i in ids]
-        return X[idx], np.array([label_of[i] for i in ids], dtype=np.int64), speakers[idx]
-
-    x_fit, y_fit, g_fit = split(fit_ids)
-    model.fit(x_fit, y_fit, groups=g_fit)
+    model, split = _fitted_utterance_model(cfg, data, fold, seed, ctx, with_validation=True)
     x_test, y_true, _ = split(fold.test_ids)
     proba = model.predict_proba(x_test)
     y_pred = proba.argmax(1)
@@ -368,6 +405,30 @@ def _utterance_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, 
     return part, None
 
 
+def _fitted_utterance_model(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, ctx: RunContext,
+                            with_validation: bool):
+    """An ``sklearn``-kind model fitted on ``fold``'s training utterances (and its validation
+    ones when ``with_validation`` and the model fits them) → (model, ``split``: utterance ids →
+    their vectors, labels, speakers). ``features.normalize`` standardises the vectors first,
+    ``corpus`` statistics from the fitted utterances only."""
+    from ..features.normalize import normalize_vectors
+    model, _ = build_for_data(cfg, data, seed)
+    row = {u.id: i for i, u in enumerate(data.utterances)}
+    label_of = data.label_index()
+    speakers = np.array([u.speaker for u in data.utterances])
+    fits_validation = with_validation and model.fits_validation_speakers
+    fit_ids = list(fold.train_ids) + (list(fold.val_ids) if fits_validation else [])
+    X = normalize_vectors(ctx.matrix, speakers, cfg.features.normalize, fit_rows=[row[i] for i in fit_ids])
+
+    def split(ids):
+        idx = [row[i] for i in ids]
+        return X[idx], np.array([label_of[i] for i in ids], dtype=np.int64), speakers[idx]
+
+    x_fit, y_fit, g_fit = split(fit_ids)
+    model.fit(x_fit, y_fit, groups=g_fit)
+    return model, split
+
+
 FOLD_RUNNERS = {"torch": _network_fold, "sklearn": _utterance_fold}
 
 
@@ -379,6 +440,7 @@ def run_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_di
     runner = _voted_fold if cfg.vote.model else FOLD_RUNNERS[model_kind(cfg.model)]
     part, emb = runner(cfg, data, fold, seed, fold_dir, ctx)
     part.pop(ORIGINALS_PROBABILITIES, None)
+    part.pop(VALIDATION_PROBABILITIES, None)
     entry = {"fold": fold.index, "seed": seed, "test_speakers": fold.test_speakers,
              "val_speakers": fold.val_speakers, **part}
     entry["per_speaker"] = speaker_metrics(entry, data.utterances, data.labels)
@@ -494,8 +556,13 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fol
             return {}
         return finalize(cfg, out, folds, labels)        # keeps the wall time the run took
     data = prepare_data(cfg, data_inputs(cfg), progress=progress, rank=rank, world=world, log=log)
+    voter_data = None
+    if cfg.vote.model and cfg.vote.own_features:     # its own audio / feature settings
+        voter_data = prepare_data(voter_config(cfg), required_inputs(cfg.vote.model), progress=progress,
+                                  rank=rank, world=world, log=log)
+        check_same_utterances(data, voter_data)
     ddp = world > 1 and cfg.train.distribute == "data"
-    ctx = run_context(cfg, data, log, rank, world, ddp)
+    ctx = run_context(cfg, data, log, rank, world, ddp, voter_data)
     ctx.progress = progress if rank == 0 else False      # one bar on a terminal, not one per rank
     jobs = [(fold, r, seed) for fold in folds for r, seed in enumerate(cfg.train.seeds)]
 
@@ -520,6 +587,15 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fol
     if rank != 0:
         return {}
     return finalize(cfg, out, folds, data.labels, wall_s=clock.total())
+
+
+def check_same_utterances(data: PreparedData, voter_data: PreparedData) -> None:
+    """A vote scores both models on the same utterances: its second model's data (own audio
+    settings) must hold every one the network's does."""
+    missing = sorted({u.id for u in data.utterances} - {u.id for u in voter_data.utterances})
+    if missing:
+        raise ConfigError(f"vote.audio: with these settings the second model has no features for "
+                          f"{len(missing)} utterance(s) the network reads (e.g. {missing[0]})")
 
 
 class RunClock:
@@ -590,6 +666,9 @@ def finalize(cfg: ExperimentConfig, out: Path, folds, labels: list[str], wall_s:
         results["summary"]["voters"] = {name: {f"{k}_{stat}": float(fn([v[name][k] for v in voters]))
                                                for k in ("wa", "ua") for stat, fn in (("mean", np.mean), ("std", np.std))}
                                         for name in voters[0]}
+    weights = [e["chosen"]["vote.weight"] for e in entries if "vote.weight" in (e.get("chosen") or {})]
+    if weights:                      # chosen per fold and seed on the validation speakers
+        results["summary"]["vote_weight_chosen"] = {f"{w:g}": weights.count(w) for w in sorted(set(weights))}
     previous, clock = out / "results.json", out / RunClock.FILE
     if wall_s is None and previous.is_file():
         wall_s = json.loads(previous.read_text()).get("wall_s")
