@@ -242,11 +242,10 @@ class Sweep:
         self.log(f"trial {trial.number}{again}: {shown} → {run_dir}")
         quiet = run_log(run_dir / "run.log", lambda m: None)
         try:
-            from ..training.cv import data_inputs, run_cv
-            from ..training.experiment import prepare_data
+            from ..training.cv import prepare_run_data, run_cv
             cfg = self.trial_config(values)
             with _file_lock(self.out / ".features.lock"):     # one process extracts a missing store
-                prepare_data(cfg, data_inputs(cfg), progress=False)
+                prepare_run_data(cfg, progress=False)
             tracker = self.tracker.child(self.out, run_name=f"{self.study_name} trial {number:04d}",
                                          params={f"sweep.{k}": format_value(v) for k, v in values.items()})
             results = run_cv(cfg, run_dir, log=lambda m: None, progress=False, tracker=tracker)

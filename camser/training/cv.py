@@ -555,12 +555,7 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fol
         if rank != 0:
             return {}
         return finalize(cfg, out, folds, labels)        # keeps the wall time the run took
-    data = prepare_data(cfg, data_inputs(cfg), progress=progress, rank=rank, world=world, log=log)
-    voter_data = None
-    if cfg.vote.model and cfg.vote.own_features:     # its own audio / feature settings
-        voter_data = prepare_data(voter_config(cfg), required_inputs(cfg.vote.model), progress=progress,
-                                  rank=rank, world=world, log=log)
-        check_same_utterances(data, voter_data)
+    data, voter_data = prepare_run_data(cfg, progress=progress, rank=rank, world=world, log=log)
     ddp = world > 1 and cfg.train.distribute == "data"
     ctx = run_context(cfg, data, log, rank, world, ddp, voter_data)
     ctx.progress = progress if rank == 0 else False      # one bar on a terminal, not one per rank
@@ -587,6 +582,19 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fol
     if rank != 0:
         return {}
     return finalize(cfg, out, folds, data.labels, wall_s=clock.total())
+
+
+def prepare_run_data(cfg: ExperimentConfig, progress: bool | None = True, rank: int = 0, world: int = 1,
+                     log=None) -> tuple[PreparedData, PreparedData | None]:
+    """The features a run reads, extracted or reused: the model's, and those of a vote's second
+    model when it has settings of its own (``vote.audio``, ``vote.features``; else None)."""
+    data = prepare_data(cfg, data_inputs(cfg), progress=progress, rank=rank, world=world, log=log)
+    if not (cfg.vote.model and cfg.vote.own_features):
+        return data, None
+    voter_data = prepare_data(voter_config(cfg), required_inputs(cfg.vote.model), progress=progress,
+                              rank=rank, world=world, log=log)
+    check_same_utterances(data, voter_data)
+    return data, voter_data
 
 
 def check_same_utterances(data: PreparedData, voter_data: PreparedData) -> None:
