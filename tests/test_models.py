@@ -325,3 +325,27 @@ def test_branch_dropout_zeroes_whole_vectors_in_training_only():
     assert bool((emb["mfcc"].abs().sum(1) > 0).all())
     with pytest.raises(ConfigError, match="model.branch_dropout"):
         build_model({"name": "camser", "branch_dropout": 1.0}, 4, {"mfcc": (300, 40), "spectrogram": (300, 200), "ssl": (150, 32)})
+
+
+def test_per_layer_statistics_train_on_a_batch_of_one():
+    """The last training batch of an epoch may hold one example (e.g. 1081 segments in batches
+    of 32 with train.unit: segment): the statistics' batch standardisation then scales it by
+    its running statistics, leaves them unchanged, and still passes gradients."""
+    from camser.models.blocks import BatchScaler
+    model, batch = tiny_model(ssl_stats="layers", ssl_layers=3)
+    model.train()
+    model(batch)                                            # a batch of 3 updates the statistics
+    before = model.stats_norm.running_mean.clone()
+    one = {k: v[:1] for k, v in batch.items()}
+    logits = model(one)
+    logits.sum().backward()
+    assert logits.shape == (1, 4) and torch.equal(model.stats_norm.running_mean, before)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.stats_proj.parameters())
+    scaler, reference = BatchScaler(5), nn.BatchNorm1d(5, affine=False)
+    x = torch.randn(4, 5)
+    assert torch.allclose(scaler(x), reference(x))          # otherwise exactly batch normalisation
+    assert torch.allclose(scaler.running_var, reference.running_var)
+    single = scaler(x[:1])
+    expected = (x[:1] - scaler.running_mean) / torch.sqrt(scaler.running_var + scaler.eps)
+    assert torch.allclose(single, expected, atol=1e-6)
+    assert set(scaler.state_dict()) == set(reference.state_dict())   # saved models load as before

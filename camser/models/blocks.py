@@ -93,6 +93,21 @@ class Standardizer(nn.Module):
         return (x - self.mean) / self.std
 
 
+class BatchScaler(nn.BatchNorm1d):
+    """Batch normalisation without a learned scale: a StandardScaler the training batches fit
+    (running mean and variance). A training batch of one example (the last of an epoch whose
+    size leaves one over) has no variance to standardise by: it is scaled by the running
+    statistics instead, and leaves them as they were."""
+
+    def __init__(self, width: int):
+        super().__init__(width, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
+        return super().forward(x)
+
+
 class BinMinMax(nn.Module):
     """Per-frequency-bin min-max scaling to [0, 1] (as the reference's MinMaxScaler), with the
     statistics fitted on the training split only and kept as buffers so they travel with the

@@ -30,7 +30,7 @@ from ..errors import CamserError, ConfigError
 from ..features.batches import FeatureBatches
 from .base import SegmentModel
 from .registry import register_model
-from .blocks import (ALEXNET_IMAGENET_URL, Standardizer, AlexNetSpectrogramEncoder, BiLSTMEncoder,
+from .blocks import (ALEXNET_IMAGENET_URL, AlexNetSpectrogramEncoder, BatchScaler, BiLSTMEncoder, Standardizer,
                      CoAttention, LayerWeights, SmallSpecCNN, frame_mask, load_alexnet_imagenet, mean_pool,
                      pool_by_owner, stats_pool)
 
@@ -210,7 +210,7 @@ class CAMSER(SegmentModel):
             n_branches += 1
             if cfg.ssl_stats != "none":
                 width = 2 * cfg.ssl_dim * (cfg.ssl_layers or 1 if cfg.ssl_stats == "layers" else 1)
-                self.stats_norm = nn.BatchNorm1d(width, affine=False)   # a StandardScaler the batches fit
+                self.stats_norm = BatchScaler(width)    # a StandardScaler the batches fit
                 self.stats_drop = nn.Dropout(p)
                 self.stats_proj = nn.Linear(width, bd)
                 n_branches += 1
