@@ -196,7 +196,8 @@ def _network_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fo
     label_of = {u.id: data.labels.index(u.label) for u in data.utterances}
     test = segment_set(data.stores, fold.test_ids, label_of)
     # a vote choosing its weight: the network's probabilities on the validation speakers too
-    val = segment_set(data.stores, fold.val_ids, label_of) if len(cfg.vote.weights) > 1 else None
+    choosing = cfg.vote.model and len(cfg.vote.weights) > 1
+    val = segment_set(data.stores, fold.val_ids, label_of) if choosing else None
     probs, logp, emb, members = 0.0, None, None, []
     originals_only, val_probs = 0.0, 0.0   # test-time augmentation: the scores without the copies too
     for k in range(cfg.train.ensemble):
