@@ -320,10 +320,6 @@ class VoteConfig:
     def own_features(self) -> bool:
         return bool(self.audio or self.features)
 
-    def describe_weight(self) -> str:
-        """``weight 0.5``, or how a list of candidates is chosen."""
-        return weight_text(self.weight)
-
 
 def weight_text(weight) -> str:
     """A vote's weight in words (a number, or the candidates chosen on validation speakers)."""

@@ -93,7 +93,7 @@ def same_settings_elsewhere(cache_dir: str | Path, kind: str, cfg: ExperimentCon
     path), which is why that run extracts again."""
     want = json.loads(json.dumps(kind_config(kind, cfg), default=str))
     found = []
-    for path in sorted(Path(cache_dir).glob(f"{kind}-*")):
+    for path in sorted(Path(cache_dir).glob(f"{kind}-*"), key=lambda p: p.stat().st_mtime):   # newest last
         try:
             meta = json.loads((path / META).read_text())
         except (OSError, ValueError):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..config import load_config
+from ..config import load_config, weight_text
 from ..errors import ConfigError
 from ..reports.results import read_json, write_json
 from ..reports.tables import COLUMNS, comparison_table, mean_std
@@ -44,7 +44,7 @@ def _load_system(path: Path, overrides: list[str]):
 def system_model(cfg) -> str:
     """What a system is, in a few words: the model's name, and the second model of a vote."""
     name = cfg.model["name"]
-    return f"{name} + {cfg.vote.model['name']} (vote, {cfg.vote.describe_weight()})" if cfg.vote.model else name
+    return f"{name} + {cfg.vote.model['name']} (vote, {weight_text(cfg.vote.weight)})" if cfg.vote.model else name
 
 
 def system_line(name: str, model: str, results: dict, run_dir) -> str:
