@@ -220,10 +220,12 @@ def _build_opensmile(section: dict, n_classes: int, feature_dims: dict, seed: in
 @dataclass
 class LinearConfig:
     n_classes: int = checked(4, ge=1)
-    # mean (average of the cached hidden states) | all (concatenated) | an index (checked against the
-    # cached layers when the features are read; negative ones count from the end) | a list of these,
-    # chosen with C on the inner folds
-    layer: int | str | list[int | str] = checked("mean", choices=("mean", "all"), items=True, min_items=1)
+    # mean (average of the cached hidden states) | all (concatenated) | each (one regression per
+    # layer, their probabilities averaged) | an index (checked against the cached layers when the
+    # features are read; negative ones count from the end) | a list of these, chosen with C on the
+    # inner folds
+    layer: int | str | list[int | str] = checked("mean", choices=("mean", "all", "each"), items=True,
+                                                 min_items=1)
     std: bool = False                 # mean + std pooling over the utterance's real frames
     # one, or several (chosen on inner folds)
     C: float | list[float] = checked(lambda: [0.01, 0.1, 1.0], gt=0, items=True, min_items=1)
@@ -239,9 +241,9 @@ def _select_parts(x: np.ndarray, n_layers: int, layer, n_parts: int) -> np.ndarr
 
 def select_layers(vectors: np.ndarray, n_layers: int, layer) -> np.ndarray:
     """``(n, L·D)`` per-layer vectors → ``(n, D)`` (``mean``, or one layer) or ``(n, L·D)``
-    (``all``)."""
+    (``all``, and ``each``, whose regressions select their own layer)."""
     v = vectors.reshape(len(vectors), n_layers, -1)
-    if layer == "all":
+    if layer in ("all", "each"):
         return vectors
     if layer == "mean":
         return v.mean(1)
@@ -252,7 +254,10 @@ def select_layers(vectors: np.ndarray, n_layers: int, layer) -> np.ndarray:
 
 class LinearProbe(EstimatorModel):
     """The linear probe of the SSL literature (SUPERB, EmoBox): pooled SSL vectors →
-    StandardScaler → logistic regression. With several ``C`` the one with the best mean UA on
+    StandardScaler → logistic regression. ``layer: each`` fits one such probe per cached layer
+    and averages their probabilities (scikit-learn's soft ``VotingClassifier``): each layer's
+    regression is fitted on 2·D values instead of 2·L·D, less to overfit on a few hundred
+    utterances. With several ``C`` the one with the best mean UA on
     ``inner_folds`` speaker-grouped folds of the training speakers is refitted on all of them
     (``chosen`` records it), so no test speaker chooses anything. It fits on the validation
     speakers too: it has no epochs to pick on them."""
@@ -273,18 +278,25 @@ class LinearProbe(EstimatorModel):
     def _candidates(self) -> list[tuple]:
         """(layer, C) pairs, layer None when the matrix is already the configured layer's."""
         cs = [float(c) for c in (self.config.C if isinstance(self.config.C, list) else [self.config.C])]
-        layers = self.config.layer if self._layer_choice else [None]
+        layers = self.config.layer if self._layer_choice else ["each" if self.config.layer == "each" else None]
         return [(layer, c) for layer in layers for c in cs]
 
     def _pipeline(self, candidate: tuple):
+        from sklearn.ensemble import VotingClassifier
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import FunctionTransformer, StandardScaler
         layer, C = candidate
-        steps = [] if layer is None else [FunctionTransformer(partial(
-            _select_parts, n_layers=self.n_layers, layer=layer, n_parts=2 if self.config.std else 1))]
-        return make_pipeline(*steps, StandardScaler(), LogisticRegression(
-            C=C, max_iter=self.config.max_iter, class_weight=self.config.class_weight, random_state=self.seed))
+
+        def probe(layer):
+            steps = [] if layer is None else [FunctionTransformer(partial(
+                _select_parts, n_layers=self.n_layers, layer=layer, n_parts=2 if self.config.std else 1))]
+            return make_pipeline(*steps, StandardScaler(), LogisticRegression(
+                C=C, max_iter=self.config.max_iter, class_weight=self.config.class_weight, random_state=self.seed))
+
+        if layer != "each" or self.n_layers == 1:
+            return probe(None if layer == "each" else layer)
+        return VotingClassifier([(f"layer{i}", probe(i)) for i in range(self.n_layers)], voting="soft")
 
     def utterance_matrix(self, data, sample_rate: int) -> np.ndarray:
         store = data.stores.get("ssl")
@@ -294,7 +306,7 @@ class LinearProbe(EstimatorModel):
         means = utterance_means(data, ["ssl"], sample_rate, std=self.config.std)
         for candidate in (self.config.layer if self._layer_choice else []):    # fail before any fit
             select_layers(np.zeros((1, n_layers)), n_layers, candidate)
-        layer = "all" if self._layer_choice else self.config.layer
+        layer = "all" if self._layer_choice else self.config.layer     # each: all, split by its probes
         return _select_parts(means, n_layers, layer, 2 if self.config.std else 1)
 
     def fit(self, X, y, groups=None):
