@@ -325,10 +325,11 @@ def test_linear_probe_chooses_C_on_inner_speaker_folds_and_labels_normalisation(
 def test_linear_probe_chooses_the_layer_pooling_with_C_on_inner_folds(ws, tmp_path):
     """``layer`` as a list: every (layer, C) pair is scored on the inner speaker folds; the
     chosen pair's predictions are those of a probe configured with it alone."""
-    section = {"name": "linear", "layer": ["mean", "all", -1], "C": [0.01, 1.0], "inner_folds": 2, "std": True}
+    layers = ["mean", "all", "each", -1]
+    section = {"name": "linear", "layer": layers, "C": [0.01, 1.0], "inner_folds": 2, "std": True}
     chosen = cv(make_cfg(ws, section, "features.kinds=[ssl]", "protocol.folds=[1]"), tmp_path / "choice")
     (fold,) = chosen["folds"]
-    assert set(fold["chosen"]["inner_ua"]) == {f"layer {la}, C {c}" for la in ("mean", "all", -1) for c in (0.01, 1.0)}
+    assert set(fold["chosen"]["inner_ua"]) == {f"layer {la}, C {c}" for la in layers for c in (0.01, 1.0)}
     best = max(fold["chosen"]["inner_ua"].items(), key=lambda kv: kv[1])[0]
     assert best == f"layer {fold['chosen']['layer']}, C {fold['chosen']['C']}"
     fixed = cv(make_cfg(ws, {**section, "layer": fold["chosen"]["layer"], "C": [fold["chosen"]["C"]]},
@@ -337,6 +338,43 @@ def test_linear_probe_chooses_the_layer_pooling_with_C_on_inner_folds(ws, tmp_pa
     with pytest.raises(ConfigError, match="model.layer"):
         cv(make_cfg(ws, {**section, "layer": ["mean", 9]}, "features.kinds=[ssl]", "protocol.folds=[1]"),
            tmp_path / "bad")
+
+
+def test_linear_probe_n_jobs_fits_the_same_and_resumes(ws, tmp_path):
+    """``n_jobs``: the inner-fold fits and the per-layer regressions in parallel processes give
+    the same choice and predictions as one process, so a run may resume with another number."""
+    section = {"name": "linear", "layer": ["mean", "each"], "C": [0.01, 1.0], "inner_folds": 2, "std": True}
+    args = ("features.kinds=[ssl]", "protocol.folds=[1]")
+    one = cv(make_cfg(ws, section, *args), tmp_path / "one")["folds"][0]
+    two = cv(make_cfg(ws, {**section, "n_jobs": 2}, *args), tmp_path / "two")["folds"][0]
+    assert two["chosen"] == one["chosen"] and two["confusion"] == one["confusion"]
+    assert (tmp_path / "two/predictions.csv").read_text() == (tmp_path / "one/predictions.csv").read_text()
+    again = cv(make_cfg(ws, {**section, "n_jobs": 2}, *args), tmp_path / "one")     # finished folds reused
+    assert again["folds"][0]["confusion"] == one["confusion"]
+    with pytest.raises(ConfigError, match="model.n_jobs"):
+        cv(make_cfg(ws, {**section, "n_jobs": 0}, *args), tmp_path / "bad")
+
+
+def test_linear_probe_per_layer_averages_one_probe_per_layer():
+    """``layer: each``: the probabilities are the mean of the probes fitted on each cached layer's
+    mean + std alone (not a probe on the concatenation, nor on one layer)."""
+    from camser.models.classic import LinearConfig, LinearProbe, _select_parts
+    rng = np.random.default_rng(0)
+    n_layers, dim, y = 3, 4, np.repeat(np.arange(3), 20)
+    means = rng.normal(size=(60, n_layers, dim)) + y[:, None, None] * rng.normal(size=(1, n_layers, dim))
+    X = np.concatenate([means.reshape(60, -1), np.abs(rng.normal(size=(60, n_layers * dim)))], 1)
+
+    def probe(layer, x):       # a fixed layer's probe reads the matrix of that layer alone
+        return LinearProbe(LinearConfig(n_classes=3, layer=layer, std=True, C=0.1), 0, n_layers=n_layers).fit(x, y)
+
+    each = probe("each", X).predict_proba(X)
+    alone = []
+    for i in range(n_layers):
+        x = _select_parts(X, n_layers, i, 2)
+        alone.append(probe(i, x).predict_proba(x))
+    np.testing.assert_allclose(each, np.mean(alone, 0), atol=1e-6)
+    assert not np.allclose(each, probe("all", X).predict_proba(X), atol=1e-3)
+    assert not np.allclose(each, alone[0], atol=1e-3)
 
 
 def test_plus_preset_whole_utterances_ensemble_and_speaker_normalisation(ws, tmp_path):

@@ -232,6 +232,9 @@ class LinearConfig:
     inner_folds: int = checked(4, ge=2)   # speaker-grouped folds of the training speakers that choose C
     class_weight: str | None = checked(None, choices=("balanced",))   # null | balanced
     max_iter: int = checked(2000, ge=1)
+    # processes for the inner-fold fits and a per-layer probe's regressions (scikit-learn's n_jobs;
+    # null: one): the same fits, so the same figures, whatever the number
+    n_jobs: int | None = checked(None, ge=1)
 
 
 def _select_parts(x: np.ndarray, n_layers: int, layer, n_parts: int) -> np.ndarray:
@@ -281,7 +284,7 @@ class LinearProbe(EstimatorModel):
         layers = self.config.layer if self._layer_choice else ["each" if self.config.layer == "each" else None]
         return [(layer, c) for layer in layers for c in cs]
 
-    def _pipeline(self, candidate: tuple):
+    def _pipeline(self, candidate: tuple, n_jobs: int | None = None):
         from sklearn.ensemble import VotingClassifier
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
@@ -296,7 +299,8 @@ class LinearProbe(EstimatorModel):
 
         if layer != "each" or self.n_layers == 1:
             return probe(None if layer == "each" else layer)
-        return VotingClassifier([(f"layer{i}", probe(i)) for i in range(self.n_layers)], voting="soft")
+        return VotingClassifier([(f"layer{i}", probe(i)) for i in range(self.n_layers)], voting="soft",
+                                n_jobs=n_jobs)
 
     def utterance_matrix(self, data, sample_rate: int) -> np.ndarray:
         store = data.stores.get("ssl")
@@ -318,7 +322,7 @@ class LinearProbe(EstimatorModel):
             name = (lambda c: str(c[1])) if not self._layer_choice else (lambda c: f"layer {c[0]}, C {c[1]}")
             self.chosen = {"C": chosen[1], **({"layer": chosen[0]} if self._layer_choice else {}),
                            "inner_ua": {name(c): round(scores[c], 4) for c in candidates}}
-        self.estimator = self._pipeline(chosen)
+        self.estimator = self._pipeline(chosen, n_jobs=self.config.n_jobs)
         return super().fit(X, y)
 
     def _inner_scores(self, X, y, groups, candidates) -> dict:
@@ -327,15 +331,16 @@ class LinearProbe(EstimatorModel):
         if groups is None or len(set(groups)) < self.config.inner_folds:
             raise ConfigError(f"model.inner_folds: {self.config.inner_folds} speaker-grouped folds need at least "
                               f"as many training speakers (got {0 if groups is None else len(set(groups))})")
+        from joblib import Parallel, delayed
         splits = list(GroupKFold(self.config.inner_folds).split(X, y, groups))
-        scores = {}
-        for c in candidates:
-            uas = []
-            for tr, te in splits:
-                m = EstimatorModel(self._pipeline(c), self.n_classes).fit(X[tr], y[tr])
-                uas.append(recall_score(y[te], m.predict(X[te]), average="macro"))
-            scores[c] = float(np.mean(uas))
-        return scores
+
+        def inner_ua(c, tr, te):
+            m = EstimatorModel(self._pipeline(c), self.n_classes).fit(X[tr], y[tr])
+            return recall_score(y[te], m.predict(X[te]), average="macro")
+
+        uas = Parallel(n_jobs=self.config.n_jobs)(delayed(inner_ua)(c, tr, te) for c in candidates for tr, te in splits)
+        per = len(splits)
+        return {c: float(np.mean(uas[i * per:(i + 1) * per])) for i, c in enumerate(candidates)}
 
 
 @register_model("linear", inputs=lambda section: {"ssl"}, kind="sklearn", config=LinearConfig)

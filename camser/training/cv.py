@@ -500,7 +500,7 @@ def rank_log(out: Path, rank: int, distribute: str, log: Callable[[str], None], 
 # Settings that may change between a run and its resumption: they choose which folds run, where
 # and how fast, or how the report looks, not what a finished fold's numbers are.
 RESUMABLE_CHANGES = ("name", "features.cache_dir", "train.num_threads", "train.device", "train.seeds",
-                     "protocol.folds", "output")
+                     "protocol.folds", "output", "model.n_jobs", "vote.model.n_jobs")
 
 
 def _comparable(cfg: ExperimentConfig) -> dict:
