@@ -233,7 +233,7 @@ class LinearConfig:
     class_weight: str | None = checked(None, choices=("balanced",))   # null | balanced
     max_iter: int = checked(2000, ge=1)
     # processes for the inner-fold fits and a per-layer probe's regressions (scikit-learn's n_jobs;
-    # null: one): the same fits, so the same figures, whatever the number
+    # null: one): each fit runs on one BLAS thread, so the figures are the same whatever the number
     n_jobs: int | None = checked(None, ge=1)
 
 
@@ -253,6 +253,14 @@ def select_layers(vectors: np.ndarray, n_layers: int, layer) -> np.ndarray:
     if not -n_layers <= layer < n_layers:
         raise ConfigError(f"model.layer: {layer} is out of range for {n_layers} cached layers")
     return v[:, layer]
+
+
+def one_blas_thread():
+    """lbfgs on a multi-threaded BLAS rounds differently from one thread (the inner folds can then
+    choose another C); joblib's workers run one thread each, so the probe's fits run so
+    everywhere: the same figures whatever ``n_jobs`` and the machine's cores."""
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 class LinearProbe(EstimatorModel):
@@ -314,6 +322,14 @@ class LinearProbe(EstimatorModel):
         return _select_parts(means, n_layers, layer, 2 if self.config.std else 1)
 
     def fit(self, X, y, groups=None):
+        with one_blas_thread():
+            return self._fit(X, y, groups)
+
+    def predict_proba(self, X):
+        with one_blas_thread():
+            return super().predict_proba(X)
+
+    def _fit(self, X, y, groups):
         candidates = self._candidates()
         chosen = candidates[0]
         if len(candidates) > 1:
