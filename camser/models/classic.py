@@ -21,6 +21,7 @@ Models:
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -255,12 +256,15 @@ def select_layers(vectors: np.ndarray, n_layers: int, layer) -> np.ndarray:
     return v[:, layer]
 
 
+@contextmanager
 def one_blas_thread():
     """lbfgs on a multi-threaded BLAS rounds differently from one thread (the inner folds can then
-    choose another C); joblib's workers run one thread each, so the probe's fits run so
-    everywhere: the same figures whatever ``n_jobs`` and the machine's cores."""
+    choose another C), so the probe fits and predicts on one BLAS thread, in this process and in
+    joblib's workers: the same figures whatever ``n_jobs`` and the machine's cores."""
+    from joblib import parallel_config
     from threadpoolctl import threadpool_limits  # scikit-learn's dependency
-    return threadpool_limits(limits=1, user_api="blas")
+    with threadpool_limits(limits=1, user_api="blas"), parallel_config(backend="loky", inner_max_num_threads=1):
+        yield
 
 
 class LinearProbe(EstimatorModel):
