@@ -38,7 +38,7 @@ def _load_experiment(path, overrides, data=None):
     cfg = load_config(path, overrides, data=data)
     from .models import check_model_section, check_vote
     check_model_section(cfg.model)
-    check_vote(cfg.model, cfg.vote.model)
+    check_vote(cfg.model, [v["model"] for v in cfg.vote.voters])
     return cfg
 
 

@@ -303,13 +303,17 @@ class VoteConfig:
     # class probabilities; {} → the network alone. Scored by cross-validation (camser cv,
     # compare, ablation, sweep); `camser train` saves networks only
     model: dict[str, Any] = field(default_factory=dict)
-    # the second model's share of the average; a list: the candidates, one chosen per fold and
-    # seed on the validation speakers (held out from both models; ties: the one nearest 0.5)
+    # the second model's share of the average (the network's: 1 - weight); a list: the candidates,
+    # one chosen per fold and seed on the validation speakers (held out from both models; ties:
+    # the one nearest 0.5)
     weight: float | list[float] = checked(0.5, gt=0, lt=1, items=True, min_items=1)
     # the second model's own audio and feature settings, over the experiment's (e.g. audio:
     # {trim_db: null}, features: {ssl: {frame_pool: 1}}): it then reads features of its own
     audio: dict[str, Any] = field(default_factory=dict)
     features: dict[str, Any] = field(default_factory=dict)
+    # further second models, each {model: {...}, audio: {...}, features: {...}} as the first:
+    # each weighs `weight` too, the network 1 - weight, the sum normalised (0.5: equal votes)
+    also: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def weights(self) -> list[float]:
@@ -317,8 +321,23 @@ class VoteConfig:
         return list(self.weight) if isinstance(self.weight, list) else [self.weight]
 
     @property
-    def own_features(self) -> bool:
-        return bool(self.audio or self.features)
+    def voters(self) -> list[dict[str, Any]]:
+        """Every second model as ``{model, audio, features}`` (none without ``model``)."""
+        if not self.model:
+            return []
+        first = {"model": self.model, "audio": self.audio, "features": self.features}
+        return [first] + [{"model": v.get("model") or {}, "audio": v.get("audio") or {},
+                           "features": v.get("features") or {}} for v in self.also]
+
+    @property
+    def voter_names(self) -> list[str]:
+        """The second models' names in results (``linear``, ``linear 2``, … when one repeats)."""
+        names = [v["model"].get("name", "?") for v in self.voters]
+        out = []
+        for i, n in enumerate(names):
+            k = names[:i + 1].count(n)
+            out.append(n if k == 1 else f"{n} {k}")
+        return out
 
 
 def weight_text(weight) -> str:
@@ -530,22 +549,40 @@ def _check_relations(cfg: ExperimentConfig) -> None:
              "protocol.validation: none holds out none; give one weight")):
         if not ok:
             raise ConfigError(f"{where}: {why}")
-    if cfg.vote.model:
-        voter_config(cfg)            # vote.audio / vote.features: their fields checked by name
+    for i, extra in enumerate(cfg.vote.also):
+        where = f"vote.also[{i}]"
+        if not isinstance(extra, dict) or set(extra) - {"model", "audio", "features"}:
+            raise ConfigError(f"{where}: a second model is {{model: ..., audio: ..., features: ...}} "
+                              f"(got {extra!r})")
+        if not cfg.vote.model:
+            raise ConfigError(f"{where}: further second models need the first (vote.model)")
+        if not (extra.get("model") or {}).get("name"):
+            raise ConfigError(f"{where}.model.name: missing (e.g. linear)")
+    for i in range(len(cfg.vote.voters)):
+        voter_config(cfg, i)         # vote.audio / vote.features: their fields checked by name
 
 
-def voter_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """The second model of a vote as an experiment of its own: the same corpus, protocol and
-    normalisation, its model, its own audio and feature settings (``vote.audio``,
-    ``vote.features`` over the experiment's), no augmented copies (it is fitted on the
-    original audio)."""
+def voter_config(cfg: ExperimentConfig, i: int = 0) -> ExperimentConfig:
+    """The ``i``-th second model of a vote as an experiment of its own: the same corpus,
+    protocol and normalisation, its model, its own audio and feature settings (``audio``,
+    ``features`` over the experiment's). Fitted on the original audio only, unless its own
+    ``features.augment`` asks for copies (then it trains on them and, with ``test_time``,
+    averages each test utterance over its copies, as a network does)."""
+    voter = cfg.vote.voters[i]
+    where = "vote" if i == 0 else f"vote.also[{i - 1}]"
     base = cfg.to_dict()
-    audio = from_dict(AudioConfig, _deep_merge(base["audio"], cfg.vote.audio), "vote.audio") \
-        if cfg.vote.audio else cfg.audio
-    features = from_dict(FeaturesConfig, _deep_merge(base["features"], cfg.vote.features), "vote.features") \
-        if cfg.vote.features else cfg.features
-    return dataclasses.replace(cfg, model=dict(cfg.vote.model), vote=VoteConfig(), audio=audio,
-                               features=dataclasses.replace(features, augment=AugmentConfig()))
+    audio = from_dict(AudioConfig, _deep_merge(base["audio"], voter["audio"]), f"{where}.audio") \
+        if voter["audio"] else cfg.audio
+    features = from_dict(FeaturesConfig, _deep_merge(base["features"], voter["features"]), f"{where}.features") \
+        if voter["features"] else cfg.features
+    if "augment" not in voter["features"]:
+        features = dataclasses.replace(features, augment=AugmentConfig())
+    return dataclasses.replace(cfg, model=dict(voter["model"]), vote=VoteConfig(), audio=audio, features=features)
+
+
+def own_features(voter: dict) -> bool:
+    """A second model (one of ``VoteConfig.voters``) reads features of its own."""
+    return bool(voter["audio"] or voter["features"])
 
 
 def _deep_merge(a: dict, b: dict) -> dict:

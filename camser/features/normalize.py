@@ -196,10 +196,11 @@ class FrameStatistics:
 
 
 def normalize_vectors(X: np.ndarray, groups: np.ndarray, mode: str,
-                      fit_rows: np.ndarray | None = None) -> np.ndarray:
+                      fit_rows: np.ndarray | None = None, counted: np.ndarray | None = None) -> np.ndarray:
     """Utterance vectors ``(n, D)`` standardised by ``mode``: ``speaker`` → each group (speaker)
     by its own rows; ``corpus`` → all rows by ``fit_rows`` (the training utterances);
-    ``none`` → unchanged."""
+    ``none`` → unchanged. ``counted`` (a boolean mask; None: all): the rows the ``speaker``
+    statistics come from (original audio, not its augmented copies)."""
     check_mode(mode)
     X = np.asarray(X, dtype=np.float64)
     if mode == "none":
@@ -209,9 +210,11 @@ def normalize_vectors(X: np.ndarray, groups: np.ndarray, mode: str,
         ref = X if fit_rows is None else X[np.asarray(fit_rows)]
         return (X - ref.mean(0)) / np.sqrt(ref.var(0) + EPS)
     groups = np.asarray(groups)
+    counted = np.ones(len(X), bool) if counted is None else np.asarray(counted, bool)
     for g in np.unique(groups):
         m = groups == g
-        out[m] = (X[m] - X[m].mean(0)) / np.sqrt(X[m].var(0) + EPS)
+        ref = X[m & counted]
+        out[m] = (X[m] - ref.mean(0)) / np.sqrt(ref.var(0) + EPS)
     return out
 
 

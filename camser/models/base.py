@@ -145,13 +145,16 @@ class UtteranceModel:
     ``fits_validation_speakers``: it also fits on the fold's validation speakers (because it
     chooses nothing on them); ``chosen``: what it chose on inner folds, recorded per fold;
     ``seeded``: its fit depends on the seed (False: every seed fits the same model, so a vote
-    fits it once per fold).
+    fits it once per fold); ``trains_on_copies``: its vectors pool a segment store's frames, so
+    ``features.augment``'s copies can have rows of their own (training examples; test-time
+    views).
     """
 
     n_classes: int
     fits_validation_speakers: bool = False
     chosen: dict | None = None
     seeded: bool = True
+    trains_on_copies: bool = False
 
     def utterance_matrix(self, data, sample_rate: int) -> np.ndarray:
         raise NotImplementedError

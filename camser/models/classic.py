@@ -132,6 +132,8 @@ class MLPConfig:
 
 
 class MeansMLP(EstimatorModel):
+    trains_on_copies = True
+
     def __init__(self, config: MLPConfig, seed: int):
         from sklearn.neural_network import MLPClassifier
         from sklearn.pipeline import make_pipeline
@@ -279,6 +281,7 @@ class LinearProbe(EstimatorModel):
 
     fits_validation_speakers = True
     seeded = False                      # lbfgs: the same fit whatever the seed
+    trains_on_copies = True
 
     def __init__(self, config: LinearConfig, seed: int, n_layers: int = 1):
         self.config, self.seed, self.chosen, self.n_layers = config, seed, None, n_layers

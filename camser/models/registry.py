@@ -91,19 +91,20 @@ def check_model_section(model_section: dict) -> None:
     record.inputs(dict(model_section))
 
 
-def check_vote(model_section: dict, vote_model: dict) -> None:
-    """``vote.model`` (when set): an utterance-level model voting beside a network."""
-    if not vote_model:
-        return
-    if model_kind(model_section) != "torch":
-        raise ConfigError(f"vote.model: a vote averages a network's probabilities with a second model's; "
-                          f"model.name {model_section.get('name')} is not a network")
-    record = model_record(vote_model)
-    if record.kind != "sklearn":
-        fitted = ", ".join(sorted(n for n, r in REGISTRY.items() if r.kind == "sklearn"))
-        raise ConfigError(f"vote.model.name: {record.name} is a network; the second model of a vote is "
-                          f"fitted on utterance vectors ({fitted})")
-    check_model_section(vote_model)
+def check_vote(model_section: dict, vote_models: list[dict]) -> None:
+    """A vote's second models (``vote.model``, then each of ``vote.also``): utterance-level
+    models voting beside a network."""
+    for i, vote_model in enumerate(vote_models):
+        where = "vote.model" if i == 0 else f"vote.also[{i - 1}].model"
+        if model_kind(model_section) != "torch":
+            raise ConfigError(f"{where}: a vote averages a network's probabilities with a second model's; "
+                              f"model.name {model_section.get('name')} is not a network")
+        record = model_record(vote_model)
+        if record.kind != "sklearn":
+            fitted = ", ".join(sorted(n for n, r in REGISTRY.items() if r.kind == "sklearn"))
+            raise ConfigError(f"{where}.name: {record.name} is a network; the second model of a vote is "
+                              f"fitted on utterance vectors ({fitted})")
+        check_model_section(vote_model)
 
 
 def model_kind(model_section: dict) -> str:

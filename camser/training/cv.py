@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..augment import original_id
-from ..config import ExperimentConfig, load_config, voter_config
+from ..config import ExperimentConfig, load_config, own_features, voter_config
 from ..errors import CamserError, ConfigError
 from ..features.batches import (
     AudioBatches,
@@ -43,8 +43,10 @@ from .trainer import _default_batch, fit, predict_segments, score_of, utterance_
 def data_inputs(cfg: ExperimentConfig) -> set[str]:
     """The batch keys to extract into the cache for ``cfg``'s model. In finetune mode SSL frames
     come from audio, and MFCC rows index the segments even when the model doesn't read them."""
-    shared_voter = cfg.vote.model and not cfg.vote.own_features    # else it reads features of its own
-    inputs = required_inputs(cfg.model) | (required_inputs(cfg.vote.model) if shared_voter else set())
+    inputs = required_inputs(cfg.model)
+    for voter in cfg.vote.voters:
+        if not own_features(voter):             # else it reads features of its own
+            inputs |= required_inputs(voter["model"])
     if cfg.train.mode == "finetune":
         inputs = (inputs - {"ssl"}) | {"mfcc"}
     return inputs
@@ -63,10 +65,12 @@ def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
         if cfg.train.mode != "frozen":
             raise ConfigError(f"train.mode: {cfg.train.mode} needs a network; model.name "
                               f"{cfg.model['name']} is fitted on cached features (use frozen)")
-        if data.copies and cfg.features.augment.specs:
+        model = build_model(cfg.model, len(data.labels), dims, seed=seed)
+        if data.copies and cfg.features.augment.specs and not model.trains_on_copies:
             raise ConfigError(f"features.augment: model.name {cfg.model['name']} is fitted on "
-                              "utterance vectors of the original audio; augmented copies train networks only")
-        return build_model(cfg.model, len(data.labels), dims, seed=seed), None
+                              "utterance vectors of the original audio; augmented copies train networks "
+                              "and the models of pooled frames (linear, mlp) only")
+        return model, None
     if cfg.train.mode == "frozen":
         model = build_model(cfg.model, len(data.labels), dims)
         return model, model.batch_builder(data, cfg.audio.sample_rate)
@@ -152,6 +156,39 @@ def speaker_indices(data: PreparedData, segs: SegmentSet) -> np.ndarray:
 
 
 @dataclass
+class UtteranceInputs:
+    """An ``sklearn``-kind model's configuration (the run's, or a vote's second model's), the
+    data it reads and its utterance vectors: ``matrix`` rows are ``ids``, the utterances, then
+    their augmented copies when ``features.augment`` trains it on them."""
+
+    cfg: ExperimentConfig
+    data: PreparedData
+    matrix: np.ndarray
+    ids: list[str]
+    seeded: bool                     # it fits differently per seed
+    parts: dict = dataclasses.field(default_factory=dict)       # a vote's: fold parts, per fold (and seed)
+    validation: dict = dataclasses.field(default_factory=dict)  # a vote's: validation probabilities
+
+    @property
+    def copies(self) -> bool:
+        return len(self.ids) > len(self.data.utterances)
+
+    def key(self, fold, seed: int):
+        """What its fold parts are stored under (a model the seed leaves alone: the fold only)."""
+        return (fold.index, seed) if self.seeded else fold.index
+
+
+def utterance_inputs(cfg: ExperimentConfig, data: PreparedData) -> UtteranceInputs:
+    """The utterance vectors of ``cfg``'s ``sklearn``-kind model, computed once per run."""
+    model, _ = build_for_data(cfg, data, 0)       # the matrix does not depend on the seed
+    view = data
+    if cfg.features.augment.specs and data.augmented:    # the copies get rows of their own
+        view = dataclasses.replace(data, utterances=data.every_utterance, augmented=[])
+    matrix = model.utterance_matrix(view, cfg.audio.sample_rate)
+    return UtteranceInputs(cfg, data, matrix, [u.id for u in view.utterances], model.seeded)
+
+
+@dataclass
 class RunContext:
     """What the folds of one run share, computed once per run."""
 
@@ -160,25 +197,21 @@ class RunContext:
     world: int = 1
     ddp: bool = False                # every fold trained data-parallel over the ranks
     stats: object = None             # torch kind, features.normalize: per-speaker statistics
-    matrix: np.ndarray | None = None  # sklearn kind (or a vote's second model): the utterance vectors
-    voter_data: PreparedData | None = None   # a vote's second model: the data it reads
-    voter_seeded: bool = True        # a vote's second model fits differently per seed
-    voter_parts: dict = dataclasses.field(default_factory=dict)   # its fold parts, per fold (and seed)
-    voter_validation: dict = dataclasses.field(default_factory=dict)  # its validation probabilities
+    fitted: UtteranceInputs | None = None    # sklearn kind: the model's vectors
+    voters: list[UtteranceInputs] = dataclasses.field(default_factory=list)   # a vote's second models
     progress: bool | None = None     # the progress bar inside epochs (None: on a terminal only)
 
 
 def run_context(cfg: ExperimentConfig, data: PreparedData, log=print, rank: int = 0, world: int = 1,
-                ddp: bool = False, voter_data: PreparedData | None = None) -> RunContext:
-    """What the folds of a run share. ``voter_data``: the data a vote's second model reads when
-    it has settings of its own (``vote.audio``, ``vote.features``; else the run's)."""
+                ddp: bool = False, voter_data: list | None = None) -> RunContext:
+    """What the folds of a run share. ``voter_data``: per second model of a vote, the data it
+    reads when it has settings of its own (``audio``, ``features``; None: the run's)."""
     ctx = RunContext(log, rank, world, ddp)
-    fitted = cfg if model_kind(cfg.model) == "sklearn" else voter_config(cfg) if cfg.vote.model else None
-    if fitted is not None:
-        ctx.voter_data = voter_data if voter_data is not None else data
-        model, _ = build_for_data(fitted, ctx.voter_data, 0)     # the matrix does not depend on the seed
-        ctx.matrix = model.utterance_matrix(ctx.voter_data, fitted.audio.sample_rate)
-        ctx.voter_seeded = model.seeded
+    if model_kind(cfg.model) == "sklearn":
+        ctx.fitted = utterance_inputs(cfg, data)
+    voter_data = voter_data or [None] * len(cfg.vote.voters)
+    ctx.voters = [utterance_inputs(voter_config(cfg, i), own if own is not None else data)
+                  for i, own in enumerate(voter_data)]
     if model_kind(cfg.model) == "torch":
         ctx.stats = speaker_statistics(cfg, data, log if rank == 0 else (lambda _: None))
     return ctx
@@ -252,28 +285,32 @@ VALIDATION_PROBABILITIES = "_validation_probabilities"
 
 def _voted_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
                 ctx: RunContext) -> tuple[dict, dict]:
-    """``vote.model``: the network's fold, then the second model fitted on the same training
-    speakers; the entry scores their averaged probabilities (the second weighs ``vote.weight``)
-    and keeps what each scored alone (``voters``: WA, UA, macro-F1; ``originals_only`` blended
-    the same way)."""
+    """``vote.model`` (and ``vote.also``): the network's fold, then each second model fitted on
+    the same training speakers; the entry scores their probabilities averaged by
+    :func:`voted_probabilities` and keeps what each scored alone (``voters``: WA, UA, macro-F1;
+    ``originals_only`` blended the same way)."""
     part, emb = _network_fold(cfg, data, fold, seed, fold_dir, ctx)
-    key = (fold.index, seed) if ctx.voter_seeded else fold.index
-    if key not in ctx.voter_parts:
-        ctx.voter_parts[key] = _utterance_fold(voter_config(cfg), ctx.voter_data, fold, seed, fold_dir, ctx)[0]
-    other = ctx.voter_parts[key]
-    second = dict(zip(other["predictions"]["utterance_ids"], np.asarray(other["predictions"]["probabilities"])))
+    others = []
+    for inputs in ctx.voters:
+        key = inputs.key(fold, seed)
+        if key not in inputs.parts:
+            inputs.parts[key] = _utterance_part(inputs, fold, seed)
+        others.append(inputs.parts[key])
     w = cfg.vote.weights[0]
     if len(cfg.vote.weights) > 1:
-        if key not in ctx.voter_validation:
-            ctx.voter_validation[key] = _voter_validation(cfg, fold, seed, ctx)
-        w, on_validation = chosen_weight(cfg, part.pop(VALIDATION_PROBABILITIES), ctx.voter_validation[key], data)
+        for inputs in ctx.voters:
+            if inputs.key(fold, seed) not in inputs.validation:
+                inputs.validation[inputs.key(fold, seed)] = _voter_validation(inputs, fold, seed)
+        w, on_validation = chosen_weight(cfg, part.pop(VALIDATION_PROBABILITIES),
+                                         [v.validation[v.key(fold, seed)] for v in ctx.voters], data)
         part["vote_validation"] = on_validation
 
-    def voted(ids, probabilities):
-        return (1 - w) * np.asarray(probabilities) + w * np.stack([second[i] for i in ids])
+    def voted(ids, probabilities, kind="predictions"):
+        return voted_probabilities(probabilities, [_by_id(o, ids, kind) for o in others], w)
 
     scores = ("wa", "ua", "f1_macro")
-    voters = {"network": {k: part[k] for k in scores}, cfg.vote.model["name"]: {k: other[k] for k in scores}}
+    voters = {"network": {k: part[k] for k in scores},
+              **{name: {k: o[k] for k in scores} for name, o in zip(cfg.vote.voter_names, others)}}
     pred = part["predictions"]
     y_true = np.asarray(pred["true"])
     probs = voted(pred["utterance_ids"], pred["probabilities"])
@@ -282,33 +319,57 @@ def _voted_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold
     plain = part.pop(ORIGINALS_PROBABILITIES, None)
     if plain is not None:
         ids = pred["utterance_ids"]
-        blended = voted(ids, [plain[i] for i in ids]).argmax(1)
+        blended = voted(ids, [plain[i] for i in ids], ORIGINALS_PROBABILITIES).argmax(1)
         part["originals_only"] = {k: v for k, v in compute_metrics(y_true, blended, data.labels).items() if k in scores}
-    chosen = {**other.get("chosen", {}), **({"vote.weight": w} if len(cfg.vote.weights) > 1 else {})}
+    # the first second model's choices as they always were; a further one's under its name
+    chosen = {**others[0].get("chosen", {}),
+              **{name: o["chosen"] for name, o in zip(cfg.vote.voter_names[1:], others[1:]) if o.get("chosen")},
+              **({"vote.weight": w} if len(cfg.vote.weights) > 1 else {})}
     if chosen:
         part["chosen"] = chosen
     return part, emb
 
 
-def _voter_validation(cfg: ExperimentConfig, fold, seed: int, ctx: RunContext) -> dict:
-    """The second model of a vote fitted on the training speakers alone (the validation speakers
+def voted_probabilities(network, others: list, weight: float) -> np.ndarray:
+    """A vote's class probabilities: the network's weighing ``1 - weight``, each other model's
+    ``weight``, normalised (one other model: ``(1 - w)·p + w·q``; 0.5: equal votes)."""
+    total = (1 - weight) * np.asarray(network) + weight * sum(np.asarray(o) for o in others)
+    return total / ((1 - weight) + weight * len(others))
+
+
+def _by_id(part: dict, ids, kind: str = "predictions") -> np.ndarray:
+    """A second model's probabilities of ``ids`` from its fold part (``kind``: its test
+    predictions, or ``ORIGINALS_PROBABILITIES``: the originals alone, without test-time copies)."""
+    if kind == "predictions" or kind not in part:
+        pred = part["predictions"]
+        table = dict(zip(pred["utterance_ids"], np.asarray(pred["probabilities"])))
+    else:
+        table = part[kind]
+    return np.stack([table[i] for i in ids])
+
+
+def _voter_validation(inputs: UtteranceInputs, fold, seed: int) -> dict:
+    """A second model of a vote fitted on the training speakers alone (the validation speakers
     held out, as from the network) → its probabilities of the validation utterances."""
-    voter = voter_config(cfg)
-    model, split = _fitted_utterance_model(voter, ctx.voter_data, fold, seed, ctx, with_validation=False)
-    x_val, _, _ = split(fold.val_ids)
-    return dict(zip(fold.val_ids, model.predict_proba(x_val)))
+    _, proba = _fitted_utterance_model(inputs, fold, seed, with_validation=False)
+    return dict(zip(fold.val_ids, proba(fold.val_ids)))
 
 
-def chosen_weight(cfg: ExperimentConfig, network: dict, second: dict, data: PreparedData) -> tuple[float, dict]:
+# a network fold's part → its caller (a vote blends them too); taken out before result.json
+ORIGINALS_PROBABILITIES = "_originals_only_probabilities"
+VALIDATION_PROBABILITIES = "_validation_probabilities"
+
+
+def chosen_weight(cfg: ExperimentConfig, network: dict, others: list[dict], data: PreparedData) -> tuple[float, dict]:
     """The candidate ``vote.weight`` whose vote scores best on the validation utterances
     (``train.select_on``, as the epoch choice; ties: the weight nearest 0.5, equal votes)
-    → (weight, {weight: score})."""
+    → (weight, {weight: score}). ``others``: each second model's validation probabilities."""
     ids = list(network)
     label_of = data.label_index()
     y = np.array([label_of[i] for i in ids])
     p_network = np.stack([network[i] for i in ids])
-    p_second = np.stack([second[i] for i in ids])
-    scores = {w: score_of(compute_metrics(y, ((1 - w) * p_network + w * p_second).argmax(1), data.labels),
+    p_others = [np.stack([o[i] for i in ids]) for o in others]
+    scores = {w: score_of(compute_metrics(y, voted_probabilities(p_network, p_others, w).argmax(1), data.labels),
                           cfg.train.select_on) for w in cfg.vote.weights}
     best = max(scores.values())
     w = min((w for w in cfg.vote.weights if scores[w] >= best - 1e-12), key=lambda w: abs(w - 0.5))
@@ -386,48 +447,69 @@ def learned_layer_weights(model) -> list[float] | None:
 
 def _utterance_fold(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, fold_dir: Path,
                     ctx: RunContext) -> tuple[dict, None]:
-    """The fold runner of ``sklearn``-kind models: ``fit`` on the training utterances, ``predict_proba`` the
-    test utterances (argmax). The validation speakers are left out of the fit, as for the
-    networks (a model that picks its own hyper-parameters by inner speaker folds,
-    ``fits_validation_speakers``, gets them too); their scores are recorded (``val_wa``,
-    ``val_ua``). ``features.normalize`` standardises the utterance vectors first. No epochs."""
-    model, split = _fitted_utterance_model(cfg, data, fold, seed, ctx, with_validation=True)
-    x_test, y_true, _ = split(fold.test_ids)
-    proba = model.predict_proba(x_test)
-    y_pred = proba.argmax(1)
+    """The fold runner of ``sklearn``-kind models (:func:`_utterance_part`)."""
+    return _utterance_part(ctx.fitted, fold, seed), None
+
+
+def _utterance_part(inputs: UtteranceInputs, fold, seed: int) -> dict:
+    """``fit`` on the training utterances, ``predict_proba`` the test utterances (argmax). The
+    validation speakers are left out of the fit, as for the networks (a model that picks its
+    own hyper-parameters by inner speaker folds, ``fits_validation_speakers``, gets them too);
+    their scores are recorded (``val_wa``, ``val_ua``). No epochs."""
+    data = inputs.data
+    model, proba = _fitted_utterance_model(inputs, fold, seed, with_validation=True)
+    label_of = data.label_index()
+    y_true = np.array([label_of[i] for i in fold.test_ids], dtype=np.int64)
+    probabilities = proba(fold.test_ids)
+    y_pred = probabilities.argmax(1)
     part = {"epochs": None, "best_epoch": None, **compute_metrics(y_true, y_pred, data.labels)}
+    if inputs.copies and inputs.cfg.features.augment.test_time:    # what the originals alone score
+        plain = proba(fold.test_ids, test_time=False)
+        part["originals_only"] = {k: v for k, v in compute_metrics(y_true, plain.argmax(1), data.labels).items()
+                                  if k in ("wa", "ua", "f1_macro")}
+        part[ORIGINALS_PROBABILITIES] = dict(zip(fold.test_ids, plain))
     if fold.val_ids:
-        x_val, y_val, _ = split(fold.val_ids)
-        val = compute_metrics(y_val, model.predict_proba(x_val).argmax(1), data.labels)
+        y_val = np.array([label_of[i] for i in fold.val_ids], dtype=np.int64)
+        val = compute_metrics(y_val, proba(fold.val_ids).argmax(1), data.labels)
         part.update(val_wa=val["wa"], val_ua=val["ua"])
-    part.update(history=[], predictions=predictions_record(list(fold.test_ids), y_true, y_pred, proba))
+    part.update(history=[], predictions=predictions_record(list(fold.test_ids), y_true, y_pred, probabilities))
     if model.chosen is not None:      # hyper-parameters it picked on inner folds
         part["chosen"] = model.chosen
-    return part, None
+    return part
 
 
-def _fitted_utterance_model(cfg: ExperimentConfig, data: PreparedData, fold, seed: int, ctx: RunContext,
-                            with_validation: bool):
+def _fitted_utterance_model(inputs: UtteranceInputs, fold, seed: int, with_validation: bool):
     """An ``sklearn``-kind model fitted on ``fold``'s training utterances (and its validation
-    ones when ``with_validation`` and the model fits them) → (model, ``split``: utterance ids →
-    their vectors, labels, speakers). ``features.normalize`` standardises the vectors first,
-    ``corpus`` statistics from the fitted utterances only."""
+    ones when ``with_validation`` and the model fits them; and their augmented copies when
+    ``inputs`` has them) → (model, ``proba``: utterance ids → class probabilities, averaged
+    over each utterance's copies with ``features.augment.test_time``). ``features.normalize``
+    standardises the vectors first, with statistics of original audio only (``corpus``: of
+    the fitted utterances)."""
     from ..features.normalize import normalize_vectors
+    cfg, data = inputs.cfg, inputs.data
     model, _ = build_for_data(cfg, data, seed)
-    row = {u.id: i for i, u in enumerate(data.utterances)}
+    row = {uid: i for i, uid in enumerate(inputs.ids)}
     label_of = data.label_index()
-    speakers = np.array([u.speaker for u in data.utterances])
+    speaker_of = {u.id: u.speaker for u in data.every_utterance}
+    speakers = np.array([speaker_of[i] for i in inputs.ids])
     fits_validation = with_validation and model.fits_validation_speakers
     fit_ids = list(fold.train_ids) + (list(fold.val_ids) if fits_validation else [])
-    X = normalize_vectors(ctx.matrix, speakers, cfg.features.normalize, fit_rows=[row[i] for i in fit_ids])
+    X = normalize_vectors(inputs.matrix, speakers, cfg.features.normalize, fit_rows=[row[i] for i in fit_ids],
+                          counted=np.array([original_id(i) == i for i in inputs.ids]))
+    if inputs.copies:                 # features.augment: the copies of the fitted utterances fit too
+        fit_ids = data.with_copies(fit_ids)
+    fit_rows = [row[i] for i in fit_ids]
+    model.fit(X[fit_rows], np.array([label_of[i] for i in fit_ids], dtype=np.int64), groups=speakers[fit_rows])
+    copies = data.copies if inputs.copies and cfg.features.augment.test_time else {}
 
-    def split(ids):
-        idx = [row[i] for i in ids]
-        return X[idx], np.array([label_of[i] for i in ids], dtype=np.int64), speakers[idx]
+    def proba(ids, test_time: bool = True) -> np.ndarray:
+        views = [[uid] + (list(copies.get(uid, ())) if test_time else []) for uid in ids]
+        flat = [v for vs in views for v in vs]
+        p = model.predict_proba(X[[row[i] for i in flat]])
+        ends = np.cumsum([len(vs) for vs in views])
+        return np.stack([p[e - len(vs):e].mean(0) for vs, e in zip(views, ends)])
 
-    x_fit, y_fit, g_fit = split(fit_ids)
-    model.fit(x_fit, y_fit, groups=g_fit)
-    return model, split
+    return model, proba
 
 
 FOLD_RUNNERS = {"torch": _network_fold, "sklearn": _utterance_fold}
@@ -544,7 +626,7 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fol
     rank, world = init_distributed(cfg.train.device)
     clock = RunClock(out / RunClock.FILE)
     check_same_experiment(cfg, out)
-    check_vote(cfg.model, cfg.vote.model)
+    check_vote(cfg.model, [v["model"] for v in cfg.vote.voters])
     if rank == 0:
         log = clock.ticking(log)        # every line (an epoch, a fold) also records the time so far
         cfg.save(out / "config.yaml")
@@ -586,15 +668,18 @@ def _run_cv(cfg: ExperimentConfig, out: Path, log, progress: bool | None, on_fol
 
 
 def prepare_run_data(cfg: ExperimentConfig, progress: bool | None = True, rank: int = 0, world: int = 1,
-                     log=None) -> tuple[PreparedData, PreparedData | None]:
-    """The features a run reads, extracted or reused: the model's, and those of a vote's second
-    model when it has settings of its own (``vote.audio``, ``vote.features``; else None)."""
+                     log=None) -> tuple[PreparedData, list]:
+    """The features a run reads, extracted or reused: the model's, and per second model of a
+    vote those it reads when it has settings of its own (``audio``, ``features``; else None)."""
     data = prepare_data(cfg, data_inputs(cfg), progress=progress, rank=rank, world=world, log=log)
-    if not (cfg.vote.model and cfg.vote.own_features):
-        return data, None
-    voter_data = prepare_data(voter_config(cfg), required_inputs(cfg.vote.model), progress=progress,
-                              rank=rank, world=world, log=log)
-    check_same_utterances(data, voter_data)
+    voter_data = []
+    for i, voter in enumerate(cfg.vote.voters):
+        own = None
+        if own_features(voter):
+            own = prepare_data(voter_config(cfg, i), required_inputs(voter["model"]), progress=progress,
+                               rank=rank, world=world, log=log)
+            check_same_utterances(data, own)
+        voter_data.append(own)
     return data, voter_data
 
 
