@@ -157,9 +157,52 @@ def test_a_cross_validation_with_copies_runs_and_they_refuse_utterance_models(wo
     assert results["config"]["features"]["augment"]["speeds"] == [1.1] and fold["n_test"] > 0
     n_train = int(next(line for line in lines if "train " in line and "utterances" in line).split("train ")[1].split(",")[0])
     assert n_train > 0
-    with pytest.raises(ConfigError, match="features.augment"):
-        run_cv(_cfg(workspace, "features.augment.speeds=[1.1]", "model.name=linear", "protocol.folds=[1]"),
-               tmp_path / "linear", log=lambda m: None, progress=False)
+    # a random guess has no vectors of pooled frames for the copies to add rows to
+    with pytest.raises(ConfigError, match="features.augment: model.name random"):
+        run_cv(_cfg(workspace, "features.augment.speeds=[1.1]", "model={name: random}", "protocol.folds=[1]"),
+               tmp_path / "random", log=lambda m: None, progress=False)
+
+
+def test_a_probe_trains_on_the_copies_and_averages_its_test_views(workspace, tmp_path, monkeypatch):
+    """model.name linear with features.augment: the fit holds the utterances it fits (training
+    and, as the probe always does, validation speakers) and their copies, no test speaker's;
+    test_time averages each test utterance's probabilities over the original and its copies;
+    speaker statistics come from original audio."""
+    from camser.models.classic import LinearProbe
+    from camser.training import cv
+    from camser.training.experiment import prepare_data
+    cfg = _cfg(workspace, "features.augment.speeds=[0.9, 1.1]", "features.augment.test_time=true",
+               "model={name: linear, C: 0.1, std: true}", "protocol.folds=[1]")
+    data = prepare_data(cfg, {"ssl"}, progress=False)
+    inputs = cv.utterance_inputs(cfg, data)
+    assert inputs.copies and len(inputs.ids) == 3 * len(data.utterances) == len(inputs.matrix)
+    from camser.protocols import make_folds
+    fold = make_folds(data.utterances, cfg.protocol)[0]
+    fitted = []
+    original_fit = LinearProbe.fit
+    monkeypatch.setattr(LinearProbe, "fit", lambda self, X, y, groups=None: (
+        fitted.append((len(X), set(groups))), original_fit(self, X, y, groups=groups))[1])
+    model, proba = cv._fitted_utterance_model(inputs, fold, 0, with_validation=True)
+    (n_fit, speakers), = fitted
+    assert n_fit == 3 * (len(fold.train_ids) + len(fold.val_ids))      # originals + 2 copies each
+    assert not speakers & set(fold.test_speakers)
+    test = list(fold.test_ids)
+    views = proba(test)
+    plain = proba(test, test_time=False)
+    for k, uid in enumerate(test[:5]):
+        copies = proba([f"{uid}@speed0.9", f"{uid}@speed1.1"], test_time=False)
+        assert views[k] == pytest.approx((plain[k] + copies.sum(0)) / 3, abs=1e-9)
+    assert np.abs(views - plain).max() > 1e-6
+    # speaker-normalised: each speaker's statistics from its originals only
+    from camser.features.normalize import normalize_vectors
+    speaker_of = {u.id: u.speaker for u in data.every_utterance}
+    groups = np.array([speaker_of[i] for i in inputs.ids])
+    originals = np.array([original_id(i) == i for i in inputs.ids])
+    X = normalize_vectors(inputs.matrix, groups, "speaker", counted=originals)
+    for g in set(groups):
+        m = (groups == g) & originals
+        assert np.abs(X[m].mean(0)).max() < 1e-6
+        assert np.abs(X[(groups == g) & ~originals].mean(0)).max() > 1e-3     # copies are not what it averages
 
 
 def test_test_time_copies_average_each_views_probabilities(workspace, tmp_path):

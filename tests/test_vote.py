@@ -50,11 +50,13 @@ def test_a_vote_scores_the_average_of_what_each_model_predicts_alone(ws, tmp_pat
 
 def test_a_vote_needs_a_network_and_a_fitted_second_model(ws, tmp_path):  # noqa: F811
     with pytest.raises(ConfigError, match="vote.model.name: camser is a network"):
-        check_vote(NETWORK, NETWORK)
+        check_vote(NETWORK, [NETWORK])
     with pytest.raises(ConfigError, match="model.name linear is not a network"):
-        check_vote(PROBE, PROBE)
+        check_vote(PROBE, [PROBE])
     with pytest.raises(ConfigError, match="model.C"):                      # its own fields are checked
-        check_vote(NETWORK, {**PROBE, "C": [-1]})
+        check_vote(NETWORK, [{**PROBE, "C": [-1]}])
+    with pytest.raises(ConfigError, match=r"vote.also\[0\].model.name: camser is a network"):
+        check_vote(NETWORK, [PROBE, NETWORK])
     with pytest.raises(ConfigError, match="vote.model.name: missing"):
         make_cfg(ws, NETWORK, "vote.model.C=[0.1]")
     from camser.training.compare import system_model        # how compare and ablation name it
@@ -129,10 +131,66 @@ def test_the_weight_choice_scores_only_validation_utterances_and_prefers_equal_v
     data = SimpleNamespace(labels=["a", "b"], label_index=lambda: {"u1": 0, "u2": 1})
     right = {"u1": np.array([0.9, 0.1]), "u2": np.array([0.1, 0.9])}
     wrong = {"u1": np.array([0.1, 0.9]), "u2": np.array([0.9, 0.1])}
-    assert chosen_weight(cfg, right, wrong, data)[0] == 0.2
-    assert chosen_weight(cfg, wrong, right, data)[0] == 0.8
-    w, scores = chosen_weight(cfg, right, right, data)
+    assert chosen_weight(cfg, right, [wrong], data)[0] == 0.2
+    assert chosen_weight(cfg, wrong, [right], data)[0] == 0.8
+    w, scores = chosen_weight(cfg, right, [right], data)
     assert w == 0.5 and set(scores) == {"0.2", "0.5", "0.8"}
+    # two second models each weigh w: two right ones outvote a wrong network from w > 1/3 on, so
+    # 0.5 already scores best (one right model alone needed 0.8)
+    assert chosen_weight(cfg, wrong, [right, right], data)[0] == 0.5
+    assert chosen_weight(cfg, right, [right, wrong], data)[0] == 0.5
+
+
+def test_voted_probabilities_weigh_each_second_model_as_the_first():
+    from camser.training.cv import voted_probabilities
+    p, q, r = np.array([[0.6, 0.4]]), np.array([[0.2, 0.8]]), np.array([[0.5, 0.5]])
+    assert voted_probabilities(p, [q], 0.3) == pytest.approx(0.7 * p + 0.3 * q)     # one: as it always was
+    assert voted_probabilities(p, [q, r], 0.5) == pytest.approx((p + q + r) / 3)    # 0.5: equal votes
+    assert voted_probabilities(p, [q, r], 0.3) == pytest.approx((0.7 * p + 0.3 * q + 0.3 * r) / 1.3)
+
+
+ALSO_COPIES = ("vote.also=[{model: {name: linear, C: 0.1, std: true}, "
+               "features: {augment: {speeds: [1.1], test_time: true}}}]")
+
+
+def test_further_second_models_vote_beside_the_first(ws, tmp_path):  # noqa: F811
+    """vote.also: a third model (here the probe trained on the speed copies too and scoring each
+    test utterance averaged over its copies) votes as the first second model does; each weighs
+    vote.weight, the network 1 - weight, normalised. What each scored alone is kept by name."""
+    voted = cv(make_cfg(ws, NETWORK, *COMMON, "vote.model.name=linear", "vote.model.C=[0.1]",
+                        "vote.model.std=true", "vote.weight=0.3", ALSO_COPIES), tmp_path / "vote")
+    cv(make_cfg(ws, NETWORK, *COMMON), tmp_path / "network")
+    cv(make_cfg(ws, PROBE, "protocol.folds=[1,2]"), tmp_path / "probe")
+    copies = cv(make_cfg(ws, {**PROBE, "C": 0.1}, "protocol.folds=[1,2]", "features.augment.speeds=[1.1]",
+                         "features.augment.test_time=true"), tmp_path / "copies")
+    for fold in (1, 2):
+        v, n, p, c = (_entry(tmp_path / run, fold) for run in ("vote", "network", "probe", "copies"))
+        assert set(v["voters"]) == {"network", "linear", "linear 2"}
+        assert v["voters"]["linear 2"]["ua"] == pytest.approx(c["ua"])
+        assert v["voters"]["linear"]["ua"] == pytest.approx(p["ua"])
+        net_p, probe_p, copies_p = _probabilities(n), _probabilities(p), _probabilities(c)
+        for uid, probs in _probabilities(v).items():
+            expected = (0.7 * net_p[uid] + 0.3 * probe_p[uid] + 0.3 * copies_p[uid]) / 1.3
+            assert probs == pytest.approx(expected, abs=3e-6)
+        assert "originals_only" in v and not any(key.startswith("_") for key in v)
+    assert set(voted["summary"]["voters"]) == {"network", "linear", "linear 2"}
+    assert voted["summary"]["voters"]["linear 2"]["ua_mean"] == pytest.approx(copies["summary"]["ua_mean"])
+    assert "averaged with 2 other models' (each)" in (tmp_path / "vote/report.md").read_text()
+    from camser.training.compare import system_model
+    assert system_model(make_cfg(ws, NETWORK, "vote.model.name=linear", ALSO_COPIES)) == \
+        "camser + linear + linear (vote, weight 0.5)"
+
+
+def test_further_second_models_are_checked_by_name(ws):  # noqa: F811
+    with pytest.raises(ConfigError, match=r"vote.also\[0\]: a second model is"):
+        make_cfg(ws, NETWORK, "vote.model.name=linear", "vote.also=[{modle: {name: linear}}]")
+    with pytest.raises(ConfigError, match=r"vote.also\[0\].model.name: missing"):
+        make_cfg(ws, NETWORK, "vote.model.name=linear", "vote.also=[{model: {C: 0.1}}]")
+    with pytest.raises(ConfigError, match=r"vote.also\[0\]: further second models need the first"):
+        make_cfg(ws, NETWORK, "vote.also=[{model: {name: linear}}]")
+    with pytest.raises(ConfigError, match=r"vote.also\[0\].features.augment.speedz: unknown field"):
+        make_cfg(ws, NETWORK, "vote.model.name=linear",
+                 "vote.also=[{model: {name: linear}, features: {augment: {speedz: [1.1]}}}]")
 
 
 def test_the_weight_is_chosen_without_a_test_or_validation_speaker_in_the_probes_fit(ws, tmp_path, monkeypatch):  # noqa: F811

@@ -224,8 +224,11 @@ def _blocks(results: dict, figures: dict, run_dir: Path) -> tuple[str, list]:
         chosen = summary.get("vote_weight_chosen")
         if chosen:
             weight += " (chosen: " + ", ".join(f"{w} in {n} runs" for w, n in chosen.items()) + ")"
-        b.append(_P(f"A vote (soft voting): the network's class probabilities averaged with a second "
-                    f"model's, fitted on the same training speakers (its {weight}). Each alone: "
+        n_other = len(voters) - 1
+        others = "a second model's" if n_other == 1 else f"{n_other} other models' (each)"
+        b.append(_P(f"A vote (soft voting): the network's class probabilities averaged with {others}, "
+                    f"fitted on the same training speakers ({weight}; the network's 1 − weight, "
+                    "normalised). Each alone: "
                     + "; ".join(f"{name} UA {mean_std(v.get('ua_mean'), v.get('ua_std'))}, WA "
                                 f"{mean_std(v.get('wa_mean'), v.get('wa_std'))}" for name, v in voters.items())
                     + "."))

@@ -42,9 +42,10 @@ def _load_system(path: Path, overrides: list[str]):
 
 
 def system_model(cfg) -> str:
-    """What a system is, in a few words: the model's name, and the second model of a vote."""
+    """What a system is, in a few words: the model's name, and the second models of a vote."""
     name = cfg.model["name"]
-    return f"{name} + {cfg.vote.model['name']} (vote, {weight_text(cfg.vote.weight)})" if cfg.vote.model else name
+    others = " + ".join(v["model"]["name"] for v in cfg.vote.voters)
+    return f"{name} + {others} (vote, {weight_text(cfg.vote.weight)})" if others else name
 
 
 def system_line(name: str, model: str, results: dict, run_dir) -> str:

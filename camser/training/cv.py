@@ -66,7 +66,7 @@ def build_for_data(cfg: ExperimentConfig, data: PreparedData, seed: int):
             raise ConfigError(f"train.mode: {cfg.train.mode} needs a network; model.name "
                               f"{cfg.model['name']} is fitted on cached features (use frozen)")
         model = build_model(cfg.model, len(data.labels), dims, seed=seed)
-        if data.copies and cfg.features.augment.specs and not model.trains_on_copies:
+        if cfg.features.augment.specs and not model.trains_on_copies:
             raise ConfigError(f"features.augment: model.name {cfg.model['name']} is fitted on "
                               "utterance vectors of the original audio; augmented copies train networks "
                               "and the models of pooled frames (linear, mlp) only")
