@@ -180,8 +180,12 @@ def test_a_probe_trains_on_the_copies_and_averages_its_test_views(workspace, tmp
     fold = make_folds(data.utterances, cfg.protocol)[0]
     fitted = []
     original_fit = LinearProbe.fit
-    monkeypatch.setattr(LinearProbe, "fit", lambda self, X, y, groups=None: (
-        fitted.append((len(X), set(groups))), original_fit(self, X, y, groups=groups))[1])
+
+    def spy(self, X, y, groups=None):
+        fitted.append((len(X), set(groups)))
+        return original_fit(self, X, y, groups=groups)
+
+    monkeypatch.setattr(LinearProbe, "fit", spy)
     model, proba = cv._fitted_utterance_model(inputs, fold, 0, with_validation=True)
     (n_fit, speakers), = fitted
     assert n_fit == 3 * (len(fold.train_ids) + len(fold.val_ids))      # originals + 2 copies each
